@@ -1,0 +1,24 @@
+"""sumlab: Hydra-composed training, evaluation, sweeps and prediction for Hugging Face summarizers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+__version__ = "0.1.0"
+
+
+def setup() -> None:
+    """Register schemas and resolvers, and one-line error reporting; entry points call this first."""
+    from omegaconf import OmegaConf
+
+    from sumlab.config import register_configs
+    from sumlab.errors import install_hydra_error_reporting
+
+    register_configs()
+    # Run directories: time + pid + random, unique even for runs started in the same second.
+    if not OmegaConf.has_resolver("sumlab_uid"):
+        OmegaConf.register_new_resolver(
+            "sumlab_uid", lambda: f"{os.getpid():x}{secrets.token_hex(2)}", use_cache=True
+        )
+    install_hydra_error_reporting()

@@ -1,0 +1,244 @@
+"""Structured schemas for every config group, registered in Hydra's ConfigStore.
+
+Each ``conf/<group>/*.yaml`` preset lists its schema first in its defaults (``- /schema/<group>@_here_``),
+so Hydra itself rejects a wrong type or an unknown key while composing, before any work starts.
+The field comments here are the documentation of each key. Cross-field rules that a type cannot
+express live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from sumlab.errors import SumlabError
+
+
+class Family(str, Enum):
+    seq2seq = "seq2seq"  # encoder-decoder: T5, mT5, BART, Pegasus (AutoModelForSeq2SeqLM)
+    causal = "causal"  # decoder-only: GPT-2, KoGPT2 (AutoModelForCausalLM)
+
+
+class TinyArch(str, Enum):
+    t5 = "t5"
+    bart = "bart"
+    gpt2 = "gpt2"
+
+
+@dataclass
+class TinyModelConfig:
+    """A small model built from a config (no download); its tokenizer is trained on the training data."""
+
+    arch: TinyArch = TinyArch.t5
+    d_model: int = 128
+    num_layers: int = 2  # per stack: encoder and decoder each get this many
+    num_heads: int = 4
+    d_ff: int = 512
+    vocab_size: int = 2000  # tokenizer training target; the trained vocabulary may be smaller
+    dropout: float = 0.1
+    max_positions: int = 1024  # BART/GPT-2 learned positions (T5 uses relative buckets)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # preset name, for run names and the leaderboard
+    name_or_path: str = MISSING  # hub id ("t5-base") or local HF directory; ignored when `tiny` is set
+    family: Family = Family.seq2seq
+    tiny: Optional[TinyModelConfig] = None  # build a tiny model from config instead of loading weights
+    prefix: str = ""  # prepended to every source text ("summarize: " for the T5 family)
+    separator: str = "\nTL;DR:\n"  # causal only: between prompt and summary
+    learning_rate: float = 5e-5  # the preset's recommended peak LR; optim.lr defaults to it
+    scheduler: str = "linear"  # the preset's recommended schedule; optim.scheduler defaults to it
+    safe_precisions: list[str] = field(default_factory=lambda: ["32", "bf16-mixed", "16-mixed"])
+    gradient_checkpointing: bool = False  # trade compute for memory (non-reentrant)
+    revision: Optional[str] = None  # hub revision (branch, tag or commit)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # preset name, for run names and the leaderboard
+    source: str = "files"  # "files" (train/validation/test files) or "synthetic" (generated in code)
+    dir: Optional[str] = None  # relative *_file paths resolve against this directory
+    train_file: Optional[str] = None  # JSONL, JSON, CSV or Parquet
+    validation_file: Optional[str] = None
+    test_file: Optional[str] = None
+    text_column: str = "dialogue"  # column holding the text to summarize
+    summary_column: str = "summary"  # column holding the reference summary
+    id_column: Optional[str] = "id"  # example ids; row numbers when null or absent
+    max_source_length: int = 512  # source tokens kept (causal: prompt truncated from the left)
+    max_target_length: int = 128  # summary tokens kept for training
+    max_train_samples: Optional[int] = None  # keep only the first N rows (debugging, quick runs)
+    max_eval_samples: Optional[int] = None  # same for validation
+    max_predict_samples: Optional[int] = None  # same for test
+    synthetic_sizes: dict[str, int] = field(
+        default_factory=lambda: {"train": 2000, "validation": 100, "test": 100}
+    )  # synthetic source only: examples per split
+    batch_size: int = 16  # per device, training
+    eval_batch_size: int = 32  # per device, validation and test
+    num_workers: int = 0  # DataLoader worker processes
+    group_by_length: bool = False  # training batches of similar length (less padding), still shuffled
+    special_tokens: bool = True  # speaker tags and masks (#Person1#, #PhoneNumber#) become whole tokens
+    special_token_pattern: str = r"#[A-Za-z][A-Za-z0-9_]*#"  # what counts as such a tag
+
+
+@dataclass
+class OptimConfig:
+    lr: float = "${model.learning_rate}"  # type: ignore[assignment]  # AdamW peak learning rate
+    weight_decay: float = 0.01  # never applied to biases and norm weights
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    scheduler: str = "${model.scheduler}"  # transformers.get_scheduler name: linear, cosine, constant_with_warmup...
+    warmup_ratio: float = 0.0  # fraction of the real number of optimizer steps spent warming up
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings, applied as a fresh transformers GenerationConfig (a checkpoint's own never leak in)."""
+
+    num_beams: int = 4
+    max_new_tokens: int = 64
+    min_new_tokens: int = 0
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    early_stopping: bool = True
+    do_sample: bool = False
+    top_k: int = 50
+    top_p: float = 1.0
+    temperature: float = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning ``Trainer`` arguments, passed through unchanged."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"  # int, list of ids or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto, ddp, ddp_spawn, fsdp, ...
+    precision: str = "32"  # 32, bf16-mixed, 16-mixed (checked against model.safe_precisions)
+    max_epochs: Optional[int] = 10
+    max_steps: int = -1
+    min_epochs: Optional[int] = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = 1.0
+    gradient_clip_algorithm: str = "norm"
+    val_check_interval: Optional[Any] = None
+    check_val_every_n_epoch: Optional[int] = 1
+    limit_train_batches: Optional[Any] = None
+    limit_val_batches: Optional[Any] = None
+    limit_test_batches: Optional[Any] = None
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = 10
+    fast_dev_run: Any = False
+    deterministic: Optional[Any] = None
+    benchmark: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = None
+    use_distributed_sampler: bool = True
+
+
+@dataclass
+class MetricsConfig:
+    tokenizer: str = "default"  # ROUGE words: default (Unicode words), whitespace, or kiwi (Korean morphemes)
+    monitor: str = "val/rouge_combined"  # the metric that picks the best checkpoint and early stopping
+    mode: str = "max"
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING  # the project root
+    data_dir: str = MISSING  # data presets look here (env SUMLAB_DATA_DIR)
+    output_dir: str = MISSING  # runs and sweeps go under here (env SUMLAB_OUTPUT_DIR)
+    sweep_dir: str = MISSING  # multirun sweeps go under here (env SUMLAB_SWEEP_DIR)
+    cache_dir: str = MISSING  # trained tiny tokenizers (env SUMLAB_CACHE_DIR)
+    run_dir: str = MISSING  # this run's directory: Hydra's output dir
+
+
+@dataclass
+class QLoRAConfig:
+    method: str = "none"  # filled by the LoRA/QLoRA work; only "none" exists now
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"  # output_dir/<task_name>/ holds this kind of run
+    run_name: str = MISSING  # the run directory's readable part
+    seed: int = 42
+    ckpt_path: Optional[str] = None  # "last" (latest run of this config), "best", or a .ckpt path: resume
+    train: bool = True
+    test: bool = True  # score the best checkpoint on the test split after training
+    export: bool = True  # write the best checkpoint as a Hugging Face model to <run>/export
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    generation: GenerationConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    paths: PathsConfig = MISSING
+    qlora: QLoRAConfig = MISSING
+    logger: Optional[dict[str, Any]] = None  # name -> {_target_: a Lightning logger, ...}
+    callbacks: Optional[dict[str, Any]] = None  # name -> {_target_: a Lightning callback, ...}
+    sweeper: Optional[dict[str, Any]] = None
+    experiment: Optional[str] = None
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, node in [
+        ("model", ModelConfig),
+        ("data", DataConfig),
+        ("trainer", TrainerConfig),
+        ("generation", GenerationConfig),
+        ("paths", PathsConfig),
+        ("qlora", QLoRAConfig),
+    ]:
+        cs.store(group=f"schema/{group}", name="base", node=node)
+
+
+ROUGE_TOKENIZERS = ("default", "whitespace", "kiwi")
+# T5-family weights were trained in bf16 and overflow fp16 activations to inf/NaN.
+FP16_UNSAFE_HINT = "use trainer.precision=bf16-mixed (or 32)"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Rules across keys; raises SumlabError naming the key and what is allowed."""
+    precision = str(cfg.trainer.precision)
+    if precision not in cfg.model.safe_precisions:
+        hint = FP16_UNSAFE_HINT if precision.startswith("16") else f"use one of {list(cfg.model.safe_precisions)}"
+        raise SumlabError(
+            f"trainer.precision={precision} is not safe for model {cfg.model.name_or_path}: {hint}"
+        )
+    if cfg.metrics.tokenizer not in ROUGE_TOKENIZERS:
+        raise SumlabError(f"metrics.tokenizer={cfg.metrics.tokenizer} is unknown: use one of {list(ROUGE_TOKENIZERS)}")
+    if cfg.metrics.mode not in ("min", "max"):
+        raise SumlabError(f"metrics.mode={cfg.metrics.mode} is unknown: use min or max")
+    if cfg.data.source not in ("files", "synthetic"):
+        raise SumlabError(f"data.source={cfg.data.source} is unknown: use files or synthetic")
+    for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
+        if cfg.data[key] < 1:
+            raise SumlabError(f"data.{key}={cfg.data[key]} must be at least 1")
+    if not 0.0 <= cfg.optim.warmup_ratio < 1.0:
+        raise SumlabError(f"optim.warmup_ratio={cfg.optim.warmup_ratio} must be in [0, 1)")
+    if not 0.0 <= cfg.optim.label_smoothing < 1.0:
+        raise SumlabError(f"optim.label_smoothing={cfg.optim.label_smoothing} must be in [0, 1)")
+    gen = cfg.generation
+    if gen.num_beams < 1 or gen.max_new_tokens < 1:
+        raise SumlabError("generation.num_beams and generation.max_new_tokens must be at least 1")
+    if gen.min_new_tokens > gen.max_new_tokens:
+        raise SumlabError(
+            f"generation.min_new_tokens={gen.min_new_tokens} exceeds generation.max_new_tokens={gen.max_new_tokens}"
+        )
+    if cfg.model.tiny is None and cfg.model.name_or_path in (None, "", "???"):
+        raise SumlabError("model.name_or_path is empty: name a hub model or a local directory, or pick model=tiny_t5")
+
+
+def enum_value(value: Any) -> Any:
+    """A schema Enum as its plain value (configs loaded without the schema hold strings already)."""
+    return value.value if isinstance(value, Enum) else value

@@ -1,0 +1,50 @@
+"""ROUGE as a torchmetrics Metric that counts every example exactly once under DDP.
+
+Lightning's DistributedSampler pads the last batches with repeated examples so every rank gets the
+same count; averaging per rank would count those twice. Each rank scores its own pairs, the per-example
+scores are gathered with their example indices, and duplicates are dropped by index before the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from sumlab.rouge import ROUGE_KEYS, score_pair
+
+
+class RougeMetric(Metric):
+    full_state_update = False
+
+    def __init__(self, tokenizer: str = "default") -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.add_state("idx", default=[], dist_reduce_fx="cat")
+        self.add_state("scores", default=[], dist_reduce_fx="cat")  # rows: ROUGE_KEYS + generated length
+
+    def update(self, idx: torch.Tensor, predictions: list[str], references: list[str], lengths: torch.Tensor) -> None:
+        rows = []
+        for pred, ref, length in zip(predictions, references, lengths.tolist(), strict=True):
+            score = score_pair(pred, ref, self.tokenizer)
+            rows.append([score[k] for k in ROUGE_KEYS] + [float(length)])
+        self.idx.append(idx.detach().to(self.device, torch.long))
+        self.scores.append(torch.tensor(rows, dtype=torch.float64, device=self.device))
+
+    def compute(self) -> dict[str, float]:
+        idx = self.idx if isinstance(self.idx, torch.Tensor) else torch.cat(self.idx)
+        scores = self.scores if isinstance(self.scores, torch.Tensor) else torch.cat(self.scores)
+        # unique keeps one row per example index (DistributedSampler's repeats are identical anyway)
+        unique, first = _first_occurrence(idx)
+        kept = scores[first]
+        means = kept.mean(0).tolist()
+        result = dict(zip([*ROUGE_KEYS, "gen_len"], means, strict=True))
+        result["rouge_combined"] = (result["rouge1"] + result["rouge2"] + result["rougeL"]) / 3
+        result["num_examples"] = float(unique.numel())
+        return result
+
+
+def _first_occurrence(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    unique, inverse = torch.unique(idx, return_inverse=True)
+    positions = torch.arange(idx.numel(), device=idx.device)
+    first = torch.full_like(unique, idx.numel()).scatter_reduce(0, inverse, positions, reduce="amin")
+    return unique, first

@@ -1,0 +1,343 @@
+"""ROUGE-1/2/L/Lsum F1 that keeps non-ASCII text, plus a small CLI.
+
+Why not google's rouge_score or torchmetrics' ROUGE: both lowercase the text and then replace every
+character outside [a-z0-9] with a space, so Korean (or any non-ASCII) text loses all its characters:
+two unrelated Korean summaries that share one English word score 1.0. The tokenizer is the broken
+part, so the n-gram and LCS math below follows rouge_score's rouge_scorer.py step for step, and on
+ASCII text the "default" tokenizer yields rouge_score's tokens (use_stemmer=True), hence its scores.
+
+CLI: python -m sumlab.rouge PREDICTIONS REFERENCES [--tokenizer default|whitespace|kiwi]
+     [--column NAME] [--ref-column NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import functools
+import io
+import itertools
+import json
+import re
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from nltk.stem.porter import PorterStemmer
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+TOKENIZERS = ("default", "whitespace", "kiwi")
+
+# With re.UNICODE (the default for str patterns) \w covers Hangul, CJK and accented letters.
+_NON_WORD_RE = re.compile(r"[\W_]+")
+_ASCII_WORD_RE = re.compile(r"[a-z0-9]+")
+# Newlines; . ! ? before whitespace (this also ends Korean sentences: "...습니다. ", "...요? ");
+# CJK full stops, which are usually not followed by a space.
+_SENTENCE_BREAK_RE = re.compile(r"\n|(?<=[.!?])\s+|(?<=[。！？])\s*")
+
+_STEMMER = PorterStemmer()  # rouge_score's stemmer (NLTK_EXTENSIONS mode)
+_kiwi: Any = None  # kiwipiepy.Kiwi, built on first use: construction takes seconds
+
+
+class Score(NamedTuple):
+    precision: float
+    recall: float
+    fmeasure: float
+
+
+_ZERO = Score(0.0, 0.0, 0.0)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences for ROUGE-Lsum, without nltk's punkt download."""
+    return [s.strip() for s in _SENTENCE_BREAK_RE.split(text) if s.strip()]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    # Porter stemming is slow and summaries repeat words a lot.
+    return _STEMMER.stem(word)
+
+
+def _default_tokens(text: str) -> list[str]:
+    words = _NON_WORD_RE.split(text.lower())
+    # rouge_score's rule: stem only tokens longer than 3 chars; it drops every non-[a-z0-9] token,
+    # we keep them unstemmed.
+    return [_stem(w) if len(w) > 3 and _ASCII_WORD_RE.fullmatch(w) else w for w in words if w]
+
+
+def _whitespace_tokens(text: str) -> list[str]:
+    return text.lower().split()
+
+
+def _get_kiwi() -> Any:
+    global _kiwi
+    if _kiwi is None:
+        try:
+            from kiwipiepy import Kiwi
+        except ImportError:
+            raise ValueError(
+                "tokenizer 'kiwi' needs the kiwipiepy package: pip install kiwipiepy"
+            ) from None
+        _kiwi = Kiwi()
+    return _kiwi
+
+
+def _kiwi_tokens(text: str) -> list[str]:
+    forms = (token.form.lower() for token in _get_kiwi().tokenize(text))
+    return [form for form in forms if not _NON_WORD_RE.fullmatch(form)]
+
+
+_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+    "default": _default_tokens,
+    "whitespace": _whitespace_tokens,
+    "kiwi": _kiwi_tokens,
+}
+
+
+def _get_tokenizer(name: str) -> Callable[[str], list[str]]:
+    try:
+        tokenize_fn = _TOKENIZERS[name]
+    except KeyError:
+        choices = ", ".join(TOKENIZERS)
+        raise ValueError(f"unknown tokenizer {name!r}; use one of {choices}") from None
+    # NFC so that Hangul typed as composed syllables and as decomposed jamo compare equal.
+    return lambda text: tokenize_fn(unicodedata.normalize("NFC", text))
+
+
+def tokenize(text: str, tokenizer: str = "default") -> list[str]:
+    """The tokens ROUGE compares for `text` under the named tokenizer."""
+    return _get_tokenizer(tokenizer)(text)
+
+
+def _score(hits: int, n_pred: int, n_ref: int) -> Score:
+    if not hits:
+        return _ZERO
+    precision, recall = hits / n_pred, hits / n_ref
+    return Score(precision, recall, 2 * precision * recall / (precision + recall))
+
+
+def _ngram_score(pred: list[str], ref: list[str], n: int) -> Score:
+    pred_counts = collections.Counter(zip(*(pred[i:] for i in range(n))))
+    ref_counts = collections.Counter(zip(*(ref[i:] for i in range(n))))
+    hits = sum((pred_counts & ref_counts).values())
+    return _score(hits, sum(pred_counts.values()), sum(ref_counts.values()))
+
+
+def _lcs_table(ref: list[str], pred: list[str]) -> list[list[int]]:
+    table = [[0] * (len(pred) + 1) for _ in range(len(ref) + 1)]
+    for i, ref_token in enumerate(ref, 1):
+        row, prev = table[i], table[i - 1]
+        for j, pred_token in enumerate(pred, 1):
+            row[j] = prev[j - 1] + 1 if ref_token == pred_token else max(prev[j], row[j - 1])
+    return table
+
+
+def _lcs_indices(ref: list[str], pred: list[str]) -> list[int]:
+    """Indices into `ref` of one LCS, with rouge_score's tie-breaking (it decides Lsum's union)."""
+    table = _lcs_table(ref, pred)
+    i, j, indices = len(ref), len(pred), []
+    while i > 0 and j > 0:
+        if ref[i - 1] == pred[j - 1]:
+            indices.append(i - 1)
+            i, j = i - 1, j - 1
+        elif table[i][j - 1] > table[i - 1][j]:
+            j -= 1
+        else:
+            i -= 1
+    return indices
+
+
+def _lcs_score(pred: list[str], ref: list[str]) -> Score:
+    if not pred or not ref:
+        return _ZERO
+    return _score(_lcs_table(ref, pred)[-1][-1], len(pred), len(ref))
+
+
+def _summary_lcs_score(pred_sents: list[list[str]], ref_sents: list[list[str]]) -> Score:
+    """rouge_score's _summary_level_lcs: union LCS of each reference sentence against all
+    prediction sentences, each token counted at most as often as it occurs on both sides."""
+    n_pred, n_ref = sum(map(len, pred_sents)), sum(map(len, ref_sents))
+    if not n_pred or not n_ref:
+        return _ZERO
+    pred_left = collections.Counter(itertools.chain.from_iterable(pred_sents))
+    ref_left = collections.Counter(itertools.chain.from_iterable(ref_sents))
+    hits = 0
+    for ref_sent in ref_sents:
+        for i in set().union(*(_lcs_indices(ref_sent, pred_sent) for pred_sent in pred_sents)):
+            token = ref_sent[i]
+            if pred_left[token] > 0 and ref_left[token] > 0:
+                hits += 1
+                pred_left[token] -= 1
+                ref_left[token] -= 1
+    return _score(hits, n_pred, n_ref)
+
+
+def score_pair(prediction: str, reference: str, tokenizer: str = "default") -> dict[str, float]:
+    """ROUGE F1 in [0, 1] for each of ROUGE_KEYS; an empty side scores 0."""
+    tokenize_fn = _get_tokenizer(tokenizer)
+    pred, ref = tokenize_fn(prediction), tokenize_fn(reference)
+    pred_sents = [tokenize_fn(s) for s in split_sentences(prediction)]
+    ref_sents = [tokenize_fn(s) for s in split_sentences(reference)]
+    return {
+        "rouge1": _ngram_score(pred, ref, 1).fmeasure,
+        "rouge2": _ngram_score(pred, ref, 2).fmeasure,
+        "rougeL": _lcs_score(pred, ref).fmeasure,
+        "rougeLsum": _summary_lcs_score(pred_sents, ref_sents).fmeasure,
+    }
+
+
+def score_corpus(
+    predictions: Sequence[str], references: Sequence[str], tokenizer: str = "default"
+) -> dict[str, float]:
+    """Mean per-pair F1 for each of ROUGE_KEYS (what the HF summarization example reports, without
+    its x100), plus rouge_combined = mean of rouge1, rouge2 and rougeL."""
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"got {len(predictions)} predictions but {len(references)} references; "
+            "pass exactly one reference per prediction"
+        )
+    if not predictions:
+        raise ValueError("no predictions to score")
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for prediction, reference in zip(predictions, references, strict=True):
+        for key, value in score_pair(prediction, reference, tokenizer).items():
+            totals[key] += value
+    means = {key: total / len(predictions) for key, total in totals.items()}
+    means["rouge_combined"] = (means["rouge1"] + means["rouge2"] + means["rougeL"]) / 3
+    return means
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+_PREDICTION_COLUMNS = ("prediction", "summary", "text")
+_REFERENCE_COLUMNS = ("reference", "summary", "text")
+
+
+class _InputError(Exception):
+    """A problem with an input file; main() prints it as one `error:` line."""
+
+
+def _pick_column(
+    fields: Iterable[str], column: str | None, candidates: tuple[str, ...], where: str, flag: str
+) -> str:
+    available = list(fields)
+    found = ", ".join(available) or "none"
+    if column is not None:
+        if column not in available:
+            raise _InputError(f"{where} has no field {column!r} (found: {found}); fix {flag}")
+        return column
+    for candidate in candidates:
+        if candidate in available:
+            return candidate
+    raise _InputError(
+        f"{where} has none of the fields {', '.join(candidates)} (found: {found}); "
+        f"name the field with {flag} NAME"
+    )
+
+
+def _field(record: dict[str, Any], column: str, where: str, flag: str) -> str:
+    value = record.get(column)
+    if value is None:
+        raise _InputError(f"{where} has no value for {column!r}; fill it in or pick another {flag}")
+    if not isinstance(value, str):
+        raise _InputError(f"{where}: {column!r} is not a string (got {type(value).__name__}); "
+                          f"pick a text field with {flag}")
+    return value
+
+
+def _read_jsonl(text: str, path: Path, column: str | None, candidates: tuple[str, ...],
+                flag: str) -> list[str]:
+    records: list[tuple[str, dict[str, Any]]] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _InputError(
+                f"{where} is not valid JSON ({e.msg}); fix or remove that line"
+            ) from None
+        if not isinstance(record, dict):
+            raise _InputError(
+                f'{where} is not a JSON object; write one {{"field": "text"}} per line'
+            )
+        records.append((where, record))
+    if not records:
+        return []
+    column = _pick_column(records[0][1], column, candidates, records[0][0], flag)
+    return [_field(record, column, where, flag) for where, record in records]
+
+
+def _read_csv(text: str, path: Path, column: str | None, candidates: tuple[str, ...],
+              flag: str) -> list[str]:
+    reader = csv.DictReader(io.StringIO(text))
+    column = _pick_column(reader.fieldnames or [], column, candidates, f"{path} header", flag)
+    return [_field(row, column, f"{path} line {reader.line_num}", flag) for row in reader]
+
+
+def _read_texts(path: Path, column: str | None, candidates: tuple[str, ...], role: str,
+                flag: str) -> list[str]:
+    """One text per example from a .jsonl, .csv or plain-text (one example per line) file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise _InputError(f"{role} file not found: {path}; check the path") from None
+    except UnicodeDecodeError as e:
+        raise _InputError(f"{role} file {path} is not UTF-8 (bad byte at offset {e.start}); "
+                          "re-save it as UTF-8") from None
+    except OSError as e:
+        raise _InputError(f"cannot read {role} file {path}: {e.strerror}; check the path") from None
+    if not text.strip():
+        raise _InputError(f"{role} file {path} is empty; it needs one example per line")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        texts = _read_jsonl(text, path, column, candidates, flag)
+    elif suffix == ".csv":
+        texts = _read_csv(text, path, column, candidates, flag)
+    else:
+        texts = text.removesuffix("\n").split("\n")
+    if not texts:
+        raise _InputError(f"{role} file {path} has no examples; it needs one example per line")
+    return texts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sumlab.rouge",
+        description="Corpus ROUGE F1 (mean over pairs) that keeps Korean and other non-ASCII text. "
+        "Files are .jsonl, .csv or plain text with one example per line.",
+    )
+    parser.add_argument("predictions", type=Path, help="model outputs")
+    parser.add_argument("references", type=Path, help="gold summaries, same order")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="default")
+    parser.add_argument("--column", help="predictions field (default: first of "
+                        f"{', '.join(_PREDICTION_COLUMNS)})")
+    parser.add_argument("--ref-column", help="references field (default: first of "
+                        f"{', '.join(_REFERENCE_COLUMNS)})")
+    args = parser.parse_args(argv)
+    try:
+        predictions = _read_texts(args.predictions, args.column, _PREDICTION_COLUMNS,
+                                  "predictions", "--column")
+        references = _read_texts(args.references, args.ref_column, _REFERENCE_COLUMNS,
+                                 "references", "--ref-column")
+        if len(predictions) != len(references):
+            raise _InputError(
+                f"{len(predictions)} predictions in {args.predictions} but {len(references)} "
+                f"references in {args.references}; "
+                "both need one example per line, in the same order"
+            )
+        scores = score_corpus(predictions, references, args.tokenizer)
+    except (_InputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({**scores, "n": len(predictions)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The run directory: the one place that knows what a run writes and where.
+
+Hydra creates it (``hydra.run.dir``, unique per run); sumlab never changes the working directory.
+Layout: ``.hydra/`` (resolved config), ``run.json`` (status and config fingerprint), ``metrics.json``,
+``checkpoints/`` (best, last), ``export/`` (the best model as a Hugging Face directory). Every file a
+person reads is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from sumlab.errors import SumlabError
+
+# Config subtrees that define "the same experiment" for ckpt_path=last (trainer and paths may change).
+FINGERPRINT_KEYS = ("model", "data", "optim", "generation", "qlora", "metrics", "seed")
+PACKAGES = ("sumlab", "torch", "transformers", "lightning", "hydra-core", "tokenizers", "torchmetrics", "peft")
+SECRET = re.compile(r"(?i)(token|api_?key|secret|password)")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in FINGERPRINT_KEYS}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit(root: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunDir:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.paths.run_dir)
+        self.checkpoints = self.path / "checkpoints"
+        self.export_dir = self.path / "export"
+        self.metrics_file = self.path / "metrics.json"
+
+    def start(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._redact_hydra_files()
+        write_json(self.path / "run.json", {"status": "running", "fingerprint": fingerprint(self.cfg)})
+
+    def finish(self, status: str, **extra: Any) -> None:
+        write_json(self.path / "run.json", {"status": status, "fingerprint": fingerprint(self.cfg), **extra})
+
+    def _redact_hydra_files(self) -> None:
+        """Secrets passed as overrides (+logger.x.api_key=...) must not stay in the saved config."""
+        for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            path = self.path / ".hydra" / name
+            if path.is_file():
+                text = path.read_text(encoding="utf-8")
+                redacted = re.sub(r"(?im)^(\s*-?\s*[\w.+~]*(token|api_?key|secret|password)[\w.]*\s*[:=]\s*).+$", r"\1'***'", text)
+                if redacted != text:
+                    write_atomic(path, redacted)
+
+    def resolve_ckpt_path(self) -> Optional[str]:
+        """ckpt_path: None, a file, "best"/"last" of the latest run with this same config."""
+        wanted = self.cfg.ckpt_path
+        if wanted is None:
+            return None
+        if wanted not in ("last", "best"):
+            path = Path(wanted).expanduser()
+            if not path.is_file():
+                raise SumlabError(f"ckpt_path={wanted}: no such checkpoint file (use a .ckpt path, last or best)")
+            return str(path)
+        me = fingerprint(self.cfg)
+        candidates = []
+        for run in Path(self.cfg.paths.output_dir, self.cfg.task_name).glob("*/run.json"):
+            if run.parent == self.path:
+                continue
+            try:
+                info = json.loads(run.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            ckpts = sorted((run.parent / "checkpoints").glob("last*.ckpt" if wanted == "last" else "best*.ckpt"))
+            if info.get("fingerprint") == me and ckpts:
+                candidates.append(ckpts[-1])
+        if not candidates:
+            raise SumlabError(
+                f"ckpt_path={wanted}: no earlier run of this config under {Path(self.cfg.paths.output_dir, self.cfg.task_name)} "
+                "has that checkpoint; pass a .ckpt path instead"
+            )
+        return str(max(candidates, key=lambda p: p.stat().st_mtime))
+
+    def export(self, model: Any, tokenizer: Any) -> Path:
+        """The model as a Hugging Face directory (weights, config, generation config, tokenizer)."""
+        tmp = self.path / ".export.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(self.export_dir, ignore_errors=True)
+        tmp.rename(self.export_dir)
+        return self.export_dir
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        data = {**metrics, "versions": versions(), "git_commit": git_commit(self.cfg.paths.root_dir)}
+        write_json(self.metrics_file, data)

@@ -1,0 +1,129 @@
+"""One training run: config -> data -> model -> Lightning fit/test -> export, metrics.json, summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from sumlab.config import enum_value, validate
+from sumlab.data.datamodule import SummarizationDataModule
+from sumlab.data.sources import load_split, split_path
+from sumlab.errors import SumlabError, guarded
+from sumlab.family import make_family
+from sumlab.generation import build_generation_config
+from sumlab.models import build
+from sumlab.module import SummarizationModule
+from sumlab.rundir import RunDir
+from sumlab.summary import print_summary
+
+
+def load_splits(cfg: DictConfig) -> dict[str, list[dict]]:
+    """train and validation are required for training; test only when configured and summarized."""
+    data = cfg.data
+    splits = {s: load_split(data, s, seed=cfg.seed) for s in ("train", "validation")}
+    if cfg.test and (data.source == "synthetic" or split_path(data, "test") is not None):
+        test = load_split(data, "test", require_summary=False, seed=cfg.seed)
+        if all(e["summary"] is not None for e in test):
+            splits["test"] = test
+        else:
+            print(f"note: the test split has no {data.summary_column!r} column: skipping the test step", file=sys.stderr)
+    return splits
+
+
+def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[SummarizationModule, SummarizationDataModule, int]:
+    train_texts = [t for e in splits["train"] for t in (e["text"], e["summary"])]
+    model, tokenizer, added = build(cfg.model, cfg.data, train_texts, cfg.paths.cache_dir)
+    family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
+    model.generation_config = build_generation_config(cfg.generation, model)  # exported with the model
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    module = SummarizationModule(
+        model, tokenizer, family, model.generation_config, optim,
+        rouge_tokenizer=cfg.metrics.tokenizer, monitor=cfg.metrics.monitor, mode=cfg.metrics.mode,
+    )  # fmt: skip
+    return module, SummarizationDataModule(cfg.data, family, splits), added
+
+
+def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir.path))
+
+
+def check_checkpoint(path: str, module: SummarizationModule) -> None:
+    """A bad or foreign checkpoint gets one clear line before Lightning tries to restore it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+    except Exception as ex:  # torch raises many types for a truncated or non-checkpoint file
+        raise SumlabError(f"cannot read checkpoint {path}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab") from None
+    expected = set(module.state_dict())
+    if set(state) != expected or any(state[k].shape != v.shape for k, v in module.state_dict().items()):
+        raise SumlabError(f"checkpoint {path} holds a different model than model={module_name(module)}: resume with the config it was trained with")
+
+
+def module_name(module: SummarizationModule) -> str:
+    return type(module.model).__name__
+
+
+@guarded
+def run(cfg: DictConfig) -> float:
+    """Train, test and export; returns the best monitored validation value (the sweep objective)."""
+    validate(cfg)
+    started = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = RunDir(cfg)
+    is_zero = rank_zero_only.rank == 0
+    if is_zero:
+        run_dir.start()
+    try:
+        splits = load_splits(cfg)
+        module, datamodule, added = build_module(cfg, splits)
+        ckpt_path = run_dir.resolve_ckpt_path()
+        if ckpt_path:
+            check_checkpoint(ckpt_path, module)
+        trainer = build_trainer(cfg, run_dir)
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        best_ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        best_val = module.best_validation()
+        if "test" in splits:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt or ckpt_path, verbose=False)
+        elif best_ckpt:
+            module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    except BaseException as ex:
+        if is_zero:
+            run_dir.finish("failed", error=f"{type(ex).__name__}: {ex}"[:500])
+        raise
+    if not trainer.is_global_zero:
+        return float(best_val.get(cfg.metrics.monitor.split("/", 1)[-1], float("nan")))
+    export_dir = run_dir.export(module.model, module.tokenizer) if cfg.export else None
+    metrics: dict[str, Any] = {
+        "run_dir": str(run_dir.path),
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "monitor": cfg.metrics.monitor,
+        "validation": best_val,
+        "test": module.test_metrics,
+        "examples": {s: len(v) for s, v in splits.items()},
+        "tags_added_to_vocabulary": added,
+        "global_step": trainer.global_step,
+        "train_tokens": module.train_tokens,
+        "train_seconds": round(module.train_seconds, 3),
+        "train_tokens_per_second": round(module.train_tokens / module.train_seconds, 1) if module.train_seconds else None,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "best_checkpoint": best_ckpt,
+        "resumed_from": ckpt_path,
+        "export_dir": str(export_dir) if export_dir else None,
+    }
+    run_dir.write_metrics(metrics)
+    run_dir.finish("completed")
+    print_summary(metrics)
+    key = cfg.metrics.monitor.split("/", 1)[-1]
+    return float(best_val.get(key, float("nan")))

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+from rouge_score import rouge_scorer, tokenizers
+
+from sumlab import rouge
+from sumlab.rouge import ROUGE_KEYS, score_corpus, score_pair, split_sentences, tokenize
+
+REPO = Path(__file__).resolve().parents[1]
+DIALOGSUM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dialogsum"
+
+KO_SAME = "오늘 회의는 Zoom 으로 진행합니다. 내일은 점심을 같이 먹어요!"
+KO_A = "오늘 회의는 Zoom 으로 진행합니다"
+KO_B = "내일 점심은 Zoom 에서 먹자"
+
+
+@pytest.fixture(scope="module")
+def google_scorer() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+
+
+def _tokenizers() -> list[str]:
+    """All tokenizers; kiwi only where kiwipiepy is installed."""
+    try:
+        import kiwipiepy  # noqa: F401
+    except ImportError:
+        return ["default", "whitespace"]
+    return ["default", "whitespace", "kiwi"]
+
+
+@pytest.mark.parametrize("tokenizer", _tokenizers())
+def test_identical_korean_scores_one(tokenizer: str) -> None:
+    assert score_pair(KO_SAME, KO_SAME, tokenizer) == dict.fromkeys(ROUGE_KEYS, 1.0)
+
+
+@pytest.mark.parametrize("tokenizer", _tokenizers())
+def test_korean_pair_sharing_one_english_word(
+    tokenizer: str, google_scorer: rouge_scorer.RougeScorer
+) -> None:
+    # The bug we fix: rouge_score keeps only "zoom" from both sentences and calls them identical.
+    assert google_scorer.score(KO_B, KO_A)["rouge1"].fmeasure == 1.0
+    scores = score_pair(KO_A, KO_B, tokenizer)
+    assert 0 < scores["rouge1"] < 1
+    assert scores["rouge2"] == 0
+    if tokenizer != "kiwi":  # 1 shared word of 5 on each side
+        assert scores["rouge1"] == pytest.approx(0.2)
+        assert scores["rougeL"] == pytest.approx(0.2)
+    # Without the shared word nothing overlaps, so the score above came only from "Zoom".
+    no_overlap = score_pair(KO_A, KO_B.replace("Zoom", "Teams"), tokenizer)
+    assert no_overlap == dict.fromkeys(ROUGE_KEYS, 0.0)
+
+
+def test_default_tokens_match_rouge_score_on_ascii() -> None:
+    google = tokenizers.DefaultTokenizer(use_stemmer=True)
+    for text in [
+        "#Person1# and #Person2# were running to the U.S. office at 5:30 p.m.",
+        "It's a snake_case-word; TESTING, tested... flies, was, has, 3.14!",
+        "  multiple   spaces\tand\nnewlines  ",
+    ]:
+        assert tokenize(text) == google.tokenize(text)
+
+
+def test_stemming_matches_rouge_score() -> None:
+    assert tokenize("Running dogs was") == ["run", "dog", "was"]  # "was" is too short to stem
+    assert score_pair("running dogs", "run dog") == dict.fromkeys(ROUGE_KEYS, 1.0)
+    assert score_pair("running dogs", "run dog", "whitespace")["rouge1"] == 0.0
+
+
+def test_default_keeps_non_ascii_words_unstemmed() -> None:
+    assert tokenize("Cafés über 회의는, 東京!") == ["cafés", "über", "회의는", "東京"]
+
+
+def test_decomposed_hangul_matches_composed() -> None:
+    assert score_pair(unicodedata.normalize("NFD", KO_SAME), KO_SAME)["rouge1"] == 1.0
+
+
+def test_rouge_lsum_is_summary_level() -> None:
+    scores = score_pair("the dog ran. the cat sat.", "the cat sat. the dog ran.")
+    assert scores["rougeLsum"] == 1.0
+    assert scores["rougeL"] < 1.0
+
+
+def test_split_sentences() -> None:
+    assert split_sentences("안녕하세요. 반갑습니다!  잘 지내요?\n네\n\n좋아요") == [
+        "안녕하세요.", "반갑습니다!", "잘 지내요?", "네", "좋아요"]
+    assert split_sentences("今日は晴れ。明日は雨！") == ["今日は晴れ。", "明日は雨！"]
+    assert split_sentences("pi is 3.14 today") == ["pi is 3.14 today"]
+    assert split_sentences("  \n ") == []
+
+
+@pytest.mark.parametrize("pair", [("", "a cat"), ("a cat", ""), ("", ""), ("...", "a cat")])
+def test_empty_side_scores_zero(pair: tuple[str, str]) -> None:
+    assert score_pair(*pair) == dict.fromkeys(ROUGE_KEYS, 0.0)
+
+
+def test_score_corpus_means_and_combined() -> None:
+    preds = ["the cat sat", "the dog ran. the cat sat."]
+    refs = ["the cat sat", "the cat sat. the dog ran."]
+    pairs = [score_pair(p, r) for p, r in zip(preds, refs)]
+    scores = score_corpus(preds, refs)
+    assert set(scores) == {*ROUGE_KEYS, "rouge_combined"}
+    for key in ROUGE_KEYS:
+        assert scores[key] == pytest.approx((pairs[0][key] + pairs[1][key]) / 2)
+    assert scores["rougeL"] < scores["rougeLsum"] == 1.0
+    assert scores["rouge_combined"] == pytest.approx(
+        (scores["rouge1"] + scores["rouge2"] + scores["rougeL"]) / 3)
+
+
+def test_score_corpus_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        score_corpus(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="no predictions to score"):
+        score_corpus([], [])
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        score_pair("a", "a", "spacy")
+
+
+def test_kiwi_tokens_are_lowercased_morphemes_without_punctuation() -> None:
+    pytest.importorskip("kiwipiepy")
+    tokens = tokenize("회의는 Zoom으로 진행합니다!", "kiwi")
+    assert tokens[:2] == ["회의", "는"] and "zoom" in tokens
+    assert "!" not in tokens
+
+
+def test_kiwi_missing_gives_install_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rouge, "_kiwi", None)
+    monkeypatch.setitem(sys.modules, "kiwipiepy", None)  # makes the import fail
+    with pytest.raises(ValueError, match="pip install kiwipiepy"):
+        score_pair(KO_A, KO_B, "kiwi")
+    # The CLI turns it into one error line.
+    texts = tmp_path / "texts.txt"
+    texts.write_text(KO_A + "\n", encoding="utf-8")
+    assert rouge.main([str(texts), str(texts), "--tokenizer", "kiwi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "pip install kiwipiepy" in err
+
+
+def test_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScorer) -> None:
+    path = DIALOGSUM / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    pairs = [(row["references"][1], row["references"][0]) for row in rows]
+    # rouge_score drops non-ASCII characters by design, so only ASCII pairs must agree.
+    ascii_pairs = [(p, r) for p, r in pairs if p.isascii() and r.isascii()]
+    assert len(rows) == 500
+    assert len(pairs) - len(ascii_pairs) < len(pairs) // 20
+
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, ref in ascii_pairs:
+        ours = score_pair(pred, ref)
+        theirs = google_scorer.score(ref, pred)
+        # rouge_score splits Lsum sentences on newlines; give it ours.
+        theirs["rougeLsum"] = google_scorer.score(
+            "\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))["rougeLsum"]
+        for key in ROUGE_KEYS:
+            assert ours[key] == pytest.approx(theirs[key].fmeasure, abs=1e-6), (key, pred, ref)
+            totals[key] += theirs[key].fmeasure
+
+    corpus = score_corpus(*zip(*ascii_pairs))
+    for key in ROUGE_KEYS:
+        assert corpus[key] == pytest.approx(totals[key] / len(ascii_pairs), abs=1e-6)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+PREDS = ["the cat sat on the mat", "회의는 Zoom 으로 진행합니다", ""]
+REFS = ["a cat was on the mat", "회의는 내일 Zoom 에서", "nothing here"]
+
+
+def _run_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sumlab.rouge", *map(str, args)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+
+
+def _write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
+    lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def test_cli_jsonl_and_txt(tmp_path: Path) -> None:
+    records = [{"id": i, "prediction": p} for i, p in enumerate(PREDS)]
+    preds = _write_jsonl(tmp_path / "preds.jsonl", records)
+    refs = tmp_path / "refs.txt"
+    refs.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    result = _run_cli(preds, refs)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {**score_corpus(PREDS, REFS), "n": 3}
+
+
+def test_cli_csv_with_columns_and_tokenizer(tmp_path: Path) -> None:
+    preds = tmp_path / "preds.csv"
+    rows = "".join(f'{i},"{p}"\n' for i, p in enumerate(PREDS))
+    preds.write_text("id,output\n" + rows, encoding="utf-8")
+    refs = _write_jsonl(tmp_path / "refs.jsonl", [{"summary": "x", "gold": r} for r in REFS])
+    result = _run_cli(
+        preds, refs, "--column", "output", "--ref-column", "gold", "--tokenizer", "whitespace"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {**score_corpus(PREDS, REFS, "whitespace"), "n": 3}
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[object], str]]:
+    """name -> (CLI args, text the error line must contain)."""
+    good = tmp / "good.txt"
+    good.write_text("a cat\na dog\n", encoding="utf-8")
+    (tmp / "empty.txt").write_text("", encoding="utf-8")
+    (tmp / "latin1.txt").write_bytes("café\nnaïve\n".encode("latin-1"))
+    _write_jsonl(tmp / "nocol.jsonl", [{"output": "a"}, {"output": "b"}])
+    _write_jsonl(tmp / "gap.jsonl", [{"prediction": "a"}, {"text": "b"}])
+    (tmp / "badjson.jsonl").write_text('{"prediction": "a"}\n{"prediction": "b\n', encoding="utf-8")
+    (tmp / "nocol.csv").write_text("id,output\n1,a\n2,b\n", encoding="utf-8")
+    (tmp / "three.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    return {
+        "missing file": ([tmp / "nope.jsonl", good], "not found"),
+        "empty file": ([tmp / "empty.txt", good], "empty"),
+        "not utf-8": ([tmp / "latin1.txt", good], "UTF-8"),
+        "no known column": ([tmp / "nocol.jsonl", good], "--column"),
+        "named column absent": ([good, tmp / "nocol.jsonl", "--ref-column", "gold"], "'gold'"),
+        "column missing on a line": ([tmp / "gap.jsonl", good], "line 2"),
+        "bad json line": ([tmp / "badjson.jsonl", good], "line 2"),
+        "csv column absent": ([tmp / "nocol.csv", good, "--column", "pred"], "'pred'"),
+        "count mismatch": ([tmp / "three.txt", good], "3 predictions"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing file", "empty file", "not utf-8", "no known column", "named column absent",
+    "column missing on a line", "bad json line", "csv column absent", "count mismatch"])
+def test_cli_bad_input(tmp_path: Path, case: str) -> None:
+    args, expected = _bad_inputs(tmp_path)[case]
+    result = _run_cli(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0]
