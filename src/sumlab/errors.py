@@ -62,9 +62,12 @@ def _reraise() -> None:
 
 def _hydra_config_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    return (ConfigCompositionException, MissingConfigException, HydraException, OmegaConfBaseException)
+    # Lightning's MisconfigurationException: an impossible Trainer setting, i.e. a config problem.
+    return (ConfigCompositionException, MissingConfigException, HydraException, OmegaConfBaseException,
+            MisconfigurationException)  # fmt: skip
 
 
 def guarded(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,6 +54,8 @@ def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[Summar
 def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir.path))
 
