@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 
 __version__ = "0.1.0"
+
+# Lightning imports bitsandbytes for its precision plugin; on CPU bitsandbytes then warns at import time
+# about an optional kernels package that only speeds up 4-bit inference. Keep real errors only.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def setup() -> None:

@@ -13,7 +13,8 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sumlab.errors import SumlabError
 
@@ -200,6 +201,9 @@ def register_configs() -> None:
         ("qlora", QLoRAConfig),
     ]:
         cs.store(group=f"schema/{group}", name="base", node=node)
+    from sumlab.predict.config import register_predict_configs  # predict.py's schema (no torch import)
+
+    register_predict_configs(cs)
 
 
 ROUGE_TOKENIZERS = ("default", "whitespace", "kiwi")
@@ -207,8 +211,23 @@ ROUGE_TOKENIZERS = ("default", "whitespace", "kiwi")
 FP16_UNSAFE_HINT = "use trainer.precision=bf16-mixed (or 32)"
 
 
+def check_schema(cfg: DictConfig, schema: type) -> None:
+    """Re-check the composed config against its schema.
+
+    Hydra checks types while composing, but a `+group.key=value` override opens the node and slips an
+    unknown key past the schema; merging into a fresh structured config catches it.
+    """
+    plain = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg).items() if k != "hydra"})
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), plain)
+    except OmegaConfBaseException as ex:
+        key = getattr(ex, "full_key", None) or "?"
+        raise SumlabError(f"config key {key}: {str(ex).splitlines()[0]} (see `python train.py --cfg job` for the keys)") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Rules across keys; raises SumlabError naming the key and what is allowed."""
+    check_schema(cfg, TrainConfig)
     precision = str(cfg.trainer.precision)
     if precision not in cfg.model.safe_precisions:
         hint = FP16_UNSAFE_HINT if precision.startswith("16") else f"use one of {list(cfg.model.safe_precisions)}"

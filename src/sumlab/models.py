@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import string
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -59,7 +60,10 @@ def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTra
             [pre_tokenizers.Metaspace(prepend_scheme="first"), pre_tokenizers.Punctuation()]
         )
         tok.decoder = decoders.Metaspace(prepend_scheme="first")
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+        # every printable ASCII character, so a prefix or a rare letter never becomes <unk>
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=list(string.printable.strip())
+        )
     else:  # byte-level, as BART's and GPT-2's: every string is representable
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from sumlab.config import enum_value, validate
 from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import load_split, split_path
+from sumlab import sweep
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import make_family
 from sumlab.generation import build_generation_config
@@ -54,6 +56,7 @@ def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[Summar
 def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
@@ -80,6 +83,8 @@ def run(cfg: DictConfig) -> float:
     """Train, test and export; returns the best monitored validation value (the sweep objective)."""
     validate(cfg)
     started = time.perf_counter()
+    for name in ("lightning.pytorch", "lightning.fabric"):  # log through Hydra's handlers only, not twice
+        logging.getLogger(name).handlers.clear()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = RunDir(cfg)
     is_zero = rank_zero_only.rank == 0
@@ -102,7 +107,8 @@ def run(cfg: DictConfig) -> float:
             module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
     except BaseException as ex:
         if is_zero:
-            run_dir.finish("failed", error=f"{type(ex).__name__}: {ex}"[:500])
+            status = "pruned" if type(ex).__name__ == "TrialPruned" else "failed"  # a sweep stopped it early
+            run_dir.finish(status, error=f"{type(ex).__name__}: {ex}"[:500])
         raise
     if not trainer.is_global_zero:
         return float(best_val.get(cfg.metrics.monitor.split("/", 1)[-1], float("nan")))

@@ -1,0 +1,83 @@
+"""Shared test helpers: compose configs with Hydra's compose API, run the entry points as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import sumlab
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
+
+# Small, fast settings for runs that only check plumbing (not learning).
+TINY_RUN = [
+    "data.synthetic_sizes.train=64",
+    "data.synthetic_sizes.validation=9",
+    "data.synthetic_sizes.test=5",
+    "data.batch_size=8",
+    "data.eval_batch_size=4",
+    "model.tiny.d_model=32",
+    "model.tiny.d_ff=64",
+    "model.tiny.vocab_size=400",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "generation=greedy",
+    "generation.max_new_tokens=12",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tokenizer cache shared by the session; nothing is written into the repository."""
+    os.environ["SUMLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["SUMLAB_OUTPUT_DIR"] = str(tmp_path_factory.mktemp("outputs"))
+    os.environ["SUMLAB_SWEEP_DIR"] = str(tmp_path_factory.mktemp("multirun"))
+    sumlab.setup()
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train", run_dir: Path | None = None) -> DictConfig:
+    """Compose like the entry point does; `paths.run_dir` points at run_dir (Hydra's output dir there)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    if run_dir is not None:
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def train_in_process(overrides: list[str], run_dir: Path) -> tuple[float, DictConfig]:
+    """sumlab.train.run on a composed config, in this process (faster than a subprocess)."""
+    from sumlab.train import run
+
+    cfg = compose_config(overrides, run_dir=run_dir)
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir)
+    return run(cfg), cfg
+
+
+def run_cli(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, script, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Non-zero exit, exactly one stderr line `error: ...` naming the problem, no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

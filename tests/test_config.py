@@ -1,0 +1,84 @@
+"""Every preset composes and validates; cross-field rules stop impossible runs before any work."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, compose_config
+from sumlab.config import validate
+from sumlab.errors import SumlabError
+
+GROUPS = ["model", "data", "trainer", "logger", "callbacks", "generation", "experiment", "paths", "qlora", "sweeper"]
+PRESETS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def test_every_group_has_presets() -> None:
+    found = {g for g, _ in PRESETS}
+    assert found == set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "preset"), PRESETS, ids=[f"{g}={p}" for g, p in PRESETS])
+def test_preset_composes_and_validates(group: str, preset: str, tmp_path) -> None:
+    cfg = compose_config([f"{group}={preset}"], run_dir=tmp_path)
+    validate(cfg)
+    resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                for k, v in cfg.items() if k != "hydra"}  # every interpolation resolves
+    assert resolved["paths"]["run_dir"] == str(tmp_path)
+    assert resolved["model"]["name"] and resolved["data"]["name"]
+    if group == "model":
+        assert resolved["model"]["name"] == preset
+
+
+def test_model_presets_know_their_family_and_recipe(tmp_path) -> None:
+    t5 = compose_config(["model=t5_base"], run_dir=tmp_path)
+    assert (t5.model.prefix, t5.optim.lr, t5.optim.scheduler) == ("summarize: ", 3e-4, "linear")
+    bart = compose_config(["model=bart_large_cnn"], run_dir=tmp_path)
+    assert (bart.model.prefix, bart.optim.lr, bart.optim.scheduler) == ("", 5e-5, "linear")
+    gpt = compose_config(["model=kogpt2"], run_dir=tmp_path)
+    assert (gpt.model.family.value, gpt.optim.lr, gpt.optim.scheduler) == ("causal", 5e-5, "cosine")
+
+
+def test_experiment_changes_only_deltas(tmp_path) -> None:
+    base = compose_config([], run_dir=tmp_path)
+    exp = compose_config(["experiment=korean_dialogue_kobart"], run_dir=tmp_path)
+    assert exp.model.name_or_path == "gogamza/kobart-base-v2" and exp.data.id_column == "fname"
+    assert exp.metrics.tokenizer == "kiwi"
+    assert exp.optim.weight_decay == base.optim.weight_decay  # untouched keys keep their defaults
+
+
+@pytest.mark.parametrize("model", ["t5_base", "mt5_small", "pegasus_xsum", "tiny_t5"])
+def test_fp16_with_t5_family_is_refused_with_bf16_hint(model: str, tmp_path) -> None:
+    cfg = compose_config([f"model={model}", "trainer.precision=16-mixed"], run_dir=tmp_path)
+    with pytest.raises(SumlabError, match="bf16-mixed"):
+        validate(cfg)
+
+
+def test_fp16_allowed_for_bart(tmp_path) -> None:
+    validate(compose_config(["model=bart_base", "trainer.precision=16-mixed"], run_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optim.warmup_ratio=1.5", "optim.warmup_ratio"),
+        ("metrics.tokenizer=nope", "metrics.tokenizer"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("generation.min_new_tokens=500", "generation.min_new_tokens"),
+    ],
+)
+def test_cross_field_rules(override: str, needle: str, tmp_path) -> None:
+    with pytest.raises(SumlabError, match=needle.replace(".", r"\.")):
+        validate(compose_config([override], run_dir=tmp_path))
+
+
+def test_schema_rejects_wrong_type_and_unknown_key(tmp_path) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["trainer.max_epochs=abc"], run_dir=tmp_path)
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["model.not_a_key=1"], run_dir=tmp_path)
+    # `+` opens the node while composing: the run's own schema check still names the key.
+    with pytest.raises(SumlabError, match=r"trainer\.foo"):
+        validate(compose_config(["+trainer.foo=1"], run_dir=tmp_path))

@@ -1,0 +1,71 @@
+"""Bad input through the real command line: one `error:` line, exit 2, no traceback, no run left complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error, run_cli
+
+
+def _files_args(tmp_path: Path, train: Path) -> list[str]:
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(json.dumps({"id": "v1", "dialogue": "a b", "summary": "a"}) + "\n", encoding="utf-8")
+    return ["data=files", f"data.train_file={train}", f"data.validation_file={valid}", f"hydra.run.dir={tmp_path / 'run'}"]
+
+
+def test_unknown_preset_lists_the_choices() -> None:
+    line = assert_one_line_error(run_cli("train.py", "model=t5_nonexistent"), "model/t5_nonexistent")
+    assert "tiny_t5" in line  # the available options are named on the same line
+
+
+def test_wrong_type() -> None:
+    assert_one_line_error(run_cli("train.py", "trainer.max_epochs=abc"), "trainer.max_epochs")
+
+
+def test_unknown_key() -> None:
+    assert_one_line_error(run_cli("train.py", "+trainer.not_a_trainer_arg=1"), "trainer.not_a_trainer_arg")
+
+
+def test_unsafe_precision_suggests_bf16() -> None:
+    assert_one_line_error(run_cli("train.py", "trainer.precision=16-mixed"), "bf16-mixed")
+
+
+def test_missing_data_file(tmp_path: Path) -> None:
+    proc = run_cli("train.py", *_files_args(tmp_path, tmp_path / "nope.jsonl"))
+    assert_one_line_error(proc, "not found", "nope.jsonl")
+    status = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert status["status"] == "failed" and not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needles"),
+    [
+        ("empty.jsonl", b"", ("empty",)),
+        ("blank.csv", b"\n\n", ("empty",)),
+        ("latin1.csv", "dialogue,summary\n\"caf\xe9 talk\",caf\xe9\n".encode("cp1252"), ("not UTF-8", "iconv")),
+        ("nocol.jsonl", json.dumps({"id": 1, "text": "hello", "summary": "hi"}).encode(), ("'dialogue'", "data.text_column")),
+        ("nosum.csv", b"id,dialogue\n1,hello there\n", ("'summary'", "data.summary_column")),
+        ("broken.jsonl", b'{"id": 1, "dialogue": "a", "summary": "b"}\n{"id": 2,\n', ("line 2",)),
+    ],
+)
+def test_bad_data_file(tmp_path: Path, name: str, content: bytes, needles: tuple[str, ...]) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert_one_line_error(run_cli("train.py", *_files_args(tmp_path, path)), *needles)
+
+
+def test_bad_checkpoint(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_cli("train.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'run'}"), "bad.ckpt")
+
+
+def test_hub_model_unreachable_offline(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train.py", "model=t5_small", f"hydra.run.dir={tmp_path / 'run'}",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )  # fmt: skip
+    assert_one_line_error(proc, "google-t5/t5-small", "model.name_or_path")
