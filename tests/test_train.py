@@ -1,0 +1,140 @@
+"""End-to-end training: the offline default learns; every tiny family trains, exports and reloads;
+resume continues; DDP scores each example once; no secret reaches a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lightning.pytorch as L
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from conftest import TINY_RUN, compose_config, run_cli, train_in_process
+from sumlab.config import enum_value
+from sumlab.family import decode, make_family
+from sumlab.train import build_module, load_splits
+
+pytestmark = pytest.mark.slow
+SECRETS = {"WANDB_API_KEY": "sk-wandb-secret-0123456789", "HF_TOKEN": "hf_secret_token_0123456789"}
+
+
+def _validate(module, datamodule) -> dict[str, float]:
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return module.val_history[-1]
+
+
+def _load_best(cfg, run_dir: Path):
+    """A fresh module built from the run's config, holding the best checkpoint's weights."""
+    L.seed_everything(cfg.seed)
+    splits = load_splits(cfg)
+    module, datamodule, _ = build_module(cfg, splits)
+    best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    return module, datamodule
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """`make train`'s settings exactly (the default config), with secrets in the environment."""
+    run_dir = tmp_path_factory.mktemp("default") / "run"
+    proc = run_cli("train.py", f"hydra.run.dir={run_dir}", "+hydra.job.env_set.WANDB_API_KEY=" + SECRETS["WANDB_API_KEY"],
+                   env={**SECRETS, "WANDB_MODE": "offline"}, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run directory" in proc.stdout and "rouge_combined" in proc.stdout  # the summary table
+    return run_dir
+
+
+def test_offline_default_learns(default_run: Path, tmp_path: Path) -> None:
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    cfg = compose_config([], run_dir=tmp_path)
+    L.seed_everything(cfg.seed)
+    module, datamodule, _ = build_module(cfg, load_splits(cfg))
+    untrained = _validate(module, datamodule)["rougeL"]
+    trained = metrics["validation"]["rougeL"]
+    print(f"validation ROUGE-L: untrained {untrained:.4f}, trained {trained:.4f}")
+    assert trained > untrained + 0.3, (untrained, trained)
+    assert metrics["test"]["rougeL"] > untrained + 0.3
+    assert 5 < metrics["validation"]["gen_len"] < 60
+
+
+def test_metrics_json_and_run_directory(default_run: Path) -> None:
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "rouge_combined", "gen_len"):
+        assert 0 <= metrics["validation"][key] and 0 <= metrics["test"][key]
+    assert metrics["train_tokens_per_second"] > 0 and metrics["wall_seconds"] > 0
+    assert {"torch", "transformers", "lightning"} <= set(metrics["versions"])
+    assert json.loads((default_run / "run.json").read_text())["status"] == "completed"
+    assert (default_run / ".hydra" / "config.yaml").is_file()
+    assert sorted(p.name for p in (default_run / "checkpoints").glob("*.ckpt"))[-1] == "last.ckpt"
+    assert Path(metrics["best_checkpoint"]).is_file()
+
+
+def test_no_secret_in_run_directory(default_run: Path) -> None:
+    for path in default_run.rglob("*"):
+        if path.is_file() and path.suffix != ".ckpt" and path.stat().st_size < 5_000_000:
+            text = path.read_bytes().decode("utf-8", "replace")
+            for secret in SECRETS.values():
+                assert secret not in text, path
+
+
+@pytest.mark.parametrize("model", ["tiny_t5", "tiny_bart", "tiny_gpt2"])
+def test_tiny_family_trains_exports_and_reloads(model: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # min_new_tokens: a barely trained model may emit EOS at once, and "" == "" would prove nothing
+    _, cfg = train_in_process([f"model={model}", *TINY_RUN, "trainer.max_epochs=2", "generation.min_new_tokens=4"], run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 * 8 and metrics["validation"]["num_examples"] == 9
+
+    module, datamodule = _load_best(cfg, run_dir)
+    module.eval()
+    batch = next(iter(datamodule.val_dataloader()))
+    with torch.no_grad():
+        expected, _ = module.generate(batch)
+
+    auto = AutoModelForCausalLM if enum_value(cfg.model.family) == "causal" else AutoModelForSeq2SeqLM
+    reloaded = auto.from_pretrained(run_dir / "export").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "export")
+    assert reloaded.generation_config.num_beams == cfg.generation.num_beams
+    assert reloaded.generation_config.max_new_tokens == cfg.generation.max_new_tokens
+    family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
+    rows = [{"idx": i, **family.features(e["text"], None, cfg.data.max_source_length, 8)}
+            for i, e in enumerate(load_splits(cfg)["validation"][: batch["idx"].numel()])]  # fmt: skip
+    with torch.no_grad():
+        got = decode(tokenizer, family.generate(reloaded, family.collate(rows), reloaded.generation_config))
+    assert got == expected
+    assert all(text for text in got)
+
+
+def test_resume_last_continues_step_count(tmp_path: Path) -> None:
+    out = Path(os.environ["SUMLAB_OUTPUT_DIR"]) / "train"
+    first_dir, second_dir = out / f"{tmp_path.name}-a", out / f"{tmp_path.name}-b"
+    overrides = [*TINY_RUN, "seed=7"]  # a config no other test trains, so `last` is this test's run
+    train_in_process(overrides, first_dir)
+    first = json.loads((first_dir / "metrics.json").read_text())
+    train_in_process([*overrides, "ckpt_path=last", "trainer.max_epochs=2"], second_dir)
+    second = json.loads((second_dir / "metrics.json").read_text())
+    assert second["resumed_from"] == str(first_dir / "checkpoints" / "last.ckpt")
+    assert second["global_step"] == 2 * first["global_step"]
+    assert second["validation"]["epoch"] in (0, 1)  # history carried over from the first run's checkpoint
+
+
+def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "ddp"
+    overrides = [*TINY_RUN, "data.eval_batch_size=1"]  # 9 validation examples: rank 1 gets a repeat
+    proc = run_cli("train.py", *overrides, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                   f"hydra.run.dir={run_dir}", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    assert ddp["num_examples"] == 9
+
+    cfg = compose_config(overrides, run_dir=tmp_path / "single")
+    module, datamodule = _load_best(cfg, run_dir)
+    single = _validate(module, datamodule)
+    assert single["num_examples"] == 9
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len"):
+        assert single[key] == pytest.approx(ddp[key], abs=1e-9), key
