@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast bench clean
+.PHONY: install train test test-fast bench clean sweep results predict bench-predict bench-memory
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -18,6 +18,36 @@ test:  ## the whole suite (what CI runs)
 
 test-fast:  ## skip the tests that train or spawn processes
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
+	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
+
+BENCH_MODEL ?= $(MODEL_DIR)
+bench-predict:  ## predict.py vs a plain generate loop on DialogSum test: make bench-predict MODEL_DIR=<run trained on dialogsum> [ARGS="--bf16"]
+	$(PY) benchmarks/bench_predict.py --model-dir $(BENCH_MODEL) $(ARGS)
+
+bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
+	$(PY) benchmarks/bench_memory.py $(ARGS)
+
+# Sweeps: N workers (processes) on one study in one sweep directory; re-running the same command resumes it.
+SWEEP ?= hyperparameter_sweep
+WORKERS ?= 1
+SWEEP_DIR ?= $(or $(SUMLAB_SWEEP_DIR),multirun)/sweeps/$(SWEEP)
+
+sweep:  ## Optuna sweep: make sweep [SWEEP=model_comparison_sweep] [WORKERS=4] [SWEEP_DIR=...] [ARGS="hydra.sweeper.n_trials=50"]
+	@mkdir -p "$(SWEEP_DIR)"; \
+	ngpu=$$($(PY) -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0); \
+	pids=""; \
+	for i in $$(seq 0 $$(($(WORKERS) - 1))); do \
+	  if [ "$$ngpu" -gt 0 ]; then gpu="CUDA_VISIBLE_DEVICES=$$((i % ngpu))"; else gpu=""; fi; \
+	  if [ "$$i" -eq 0 ]; then log=/dev/stdout; else log="$(SWEEP_DIR)/worker$$i.log"; echo "worker $$i: $$log"; fi; \
+	  env $$gpu SUMLAB_SWEEP_WORKER=$$i $(PY) train.py -m sweeper=$(SWEEP) hydra.sweep.dir="$(SWEEP_DIR)" $(ARGS) > $$log 2>&1 & \
+	  pids="$$pids $$!"; \
+	done; \
+	status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
+
+results:  ## one leaderboard (CSV + Markdown, best first) over every run and sweep under outputs/ and multirun/
+	$(PY) -m sumlab.sweep.results $(ROOTS)
 
 clean:  ## remove run outputs and caches (not .venv)
 	rm -rf outputs multirun .cache .pytest_cache

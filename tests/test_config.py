@@ -82,3 +82,17 @@ def test_schema_rejects_wrong_type_and_unknown_key(tmp_path) -> None:
     # `+` opens the node while composing: the run's own schema check still names the key.
     with pytest.raises(SumlabError, match=r"trainer\.foo"):
         validate(compose_config(["+trainer.foo=1"], run_dir=tmp_path))
+
+
+def test_run_directories_unique_within_one_second(tmp_path) -> None:
+    dirs = {compose_config([], run_dir=tmp_path).hydra.run.dir for _ in range(3)}
+    assert len(dirs) == 3  # same second, same process: the uid part still differs
+
+
+def test_secrets_redacted_but_tokenizer_keys_kept(tmp_path) -> None:
+    from sumlab.rundir import SECRET_LINE
+
+    text = "metrics:\n  tokenizer: kiwi\n  max_new_tokens: 64\nenv_set:\n  HF_TOKEN: hf_abc\n- +hydra.job.env_set.WANDB_API_KEY=sk-1\n"
+    out = SECRET_LINE.sub(r"\1'***'", text)
+    assert "tokenizer: kiwi" in out and "max_new_tokens: 64" in out
+    assert "hf_abc" not in out and "sk-1" not in out

@@ -24,6 +24,13 @@ class Family(str, Enum):
     causal = "causal"  # decoder-only: GPT-2, KoGPT2 (AutoModelForCausalLM)
 
 
+class AdapterMethod(str, Enum):
+    none = "none"  # full fine-tuning: every weight trains
+    lora = "lora"  # LoRA adapters on a full-precision frozen base
+    qlora = "qlora"  # LoRA on a 4-bit (NF4, double-quantized) frozen base
+    lora_8bit = "lora_8bit"  # LoRA on an 8-bit (LLM.int8) frozen base
+
+
 class TinyArch(str, Enum):
     t5 = "t5"
     bart = "bart"
@@ -163,7 +170,19 @@ class PathsConfig:
 
 @dataclass
 class QLoRAConfig:
-    method: str = "none"  # filled by the LoRA/QLoRA work; only "none" exists now
+    """LoRA / QLoRA adapters (peft + bitsandbytes), set up by sumlab.adapters; method none trains every weight."""
+
+    method: AdapterMethod = AdapterMethod.none  # none (full fine-tuning), lora, qlora (4-bit NF4 base), lora_8bit
+    r: int = 16  # LoRA rank: size of the low-rank update of each target layer (at least 1)
+    alpha: float = 32.0  # LoRA scale numerator: updates are scaled by alpha / r
+    dropout: float = 0.05  # dropout on the input of each LoRA branch
+    target_modules: Optional[list[str]] = None  # module-name suffixes to adapt; null = the family's defaults (adapters.DEFAULT_TARGETS)
+    modules_to_save: Optional[list[str]] = None  # extra modules trained in full and saved with the adapter (e.g. [lm_head])
+    train_new_tokens: bool = True  # embedding rows of tags added to the vocabulary train (tied output rows follow)
+    bias: str = "none"  # biases that train: none, all, lora_only
+    quant_type: str = "nf4"  # qlora: 4-bit data type, nf4 or fp4
+    double_quant: bool = True  # qlora: quantize the quantization constants too (about 0.4 bit per weight saved)
+    compute_dtype: str = "auto"  # qlora: dtype of the 4-bit matmuls: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16
 
 
 @dataclass
@@ -256,6 +275,10 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.model.tiny is None and cfg.model.name_or_path in (None, "", "???"):
         raise SumlabError("model.name_or_path is empty: name a hub model or a local directory, or pick model=tiny_t5")
+    if cfg.get("qlora") is not None:
+        from sumlab.adapters import check_config  # the qlora group's own rules
+
+        check_config(cfg)
 
 
 def enum_value(value: Any) -> Any:

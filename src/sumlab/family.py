@@ -26,6 +26,13 @@ def decode(tokenizer: Any, sequences: torch.Tensor) -> list[str]:
     return [t.replace("<n>", "\n").strip() for t in texts]
 
 
+def generate_texts(family: "Seq2Seq | Causal", model: Any, batch: dict[str, Any], config: GenerationConfig) -> tuple[list[str], torch.Tensor]:
+    """Summaries for a batch, and each one's length in generated tokens (special tokens not counted)."""
+    sequences = family.generate(model, batch, config)
+    special = torch.tensor(sorted(set(family.tokenizer.all_special_ids)), device=sequences.device)
+    return decode(family.tokenizer, sequences), (~torch.isin(sequences, special)).sum(1)
+
+
 class Seq2Seq:
     name = "seq2seq"
     auto_model = AutoModelForSeq2SeqLM

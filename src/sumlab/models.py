@@ -14,7 +14,7 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig
 from transformers import (
@@ -29,6 +29,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from sumlab import adapters
 from sumlab.config import enum_value
 from sumlab.errors import SumlabError
 from sumlab.family import FAMILIES
@@ -128,12 +129,18 @@ def tiny_model(tiny: DictConfig, tokenizer: Any) -> Any:
     return GPT2LMHeadModel(config)
 
 
-def load_pretrained(name_or_path: str, family: str, revision: Any = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """A hub id or local HF directory -> (model, tokenizer); one clear error when it cannot be had."""
+def load_pretrained(
+    name_or_path: str, family: str, revision: Any = None, trust_remote_code: bool = False,
+    model_kwargs: Optional[dict[str, Any]] = None,
+) -> tuple[Any, Any]:
+    """A hub id or local HF directory -> (model, tokenizer); one clear error when it cannot be had.
+
+    ``model_kwargs`` go to the model's ``from_pretrained`` only (e.g. ``quantization_config`` from sumlab.adapters).
+    """
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs)
+        model = FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs, **(model_kwargs or {}))
     except (OSError, ValueError) as ex:
         local = Path(name_or_path).exists()
         where = "that directory holds no loadable model" if local else (
@@ -158,8 +165,12 @@ def add_tags(model: Any, tokenizer: Any, tags: list[str]) -> int:
     return len(tokenizer) - before
 
 
-def build(model_cfg: DictConfig, data_cfg: DictConfig, train_texts: list[str], cache_dir: str) -> tuple[Any, Any, int]:
-    """(model, tokenizer, number of tags added) for the configured preset."""
+def build(
+    model_cfg: DictConfig, data_cfg: DictConfig, train_texts: list[str], cache_dir: str,
+    qlora_cfg: Optional[DictConfig] = None, accelerator: Any = "auto",
+) -> tuple[Any, Any, int]:
+    """(model, tokenizer, number of tags added) for the configured preset; with LoRA/QLoRA (``qlora_cfg``) a peft model."""
+    quantized_load = adapters.load_kwargs(qlora_cfg, accelerator)  # empty unless the base loads quantized
     tags = find_tags(train_texts, data_cfg.special_token_pattern) if data_cfg.special_tokens else []
     if model_cfg.tiny is not None:
         regex = re.compile(data_cfg.special_token_pattern)
@@ -170,9 +181,12 @@ def build(model_cfg: DictConfig, data_cfg: DictConfig, train_texts: list[str], c
     else:
         model, tokenizer = load_pretrained(
             model_cfg.name_or_path, enum_value(model_cfg.family), model_cfg.revision, model_cfg.trust_remote_code,
+            model_kwargs=quantized_load,
         )
         added = add_tags(model, tokenizer, tags)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if adapters.enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
+        model = adapters.apply(model, tokenizer, qlora_cfg, model_cfg, added, quantized_load)
     return model, tokenizer, added

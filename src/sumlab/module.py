@@ -11,7 +11,8 @@ import torch
 from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from sumlab.family import Causal, Seq2Seq, decode
+from sumlab import adapters
+from sumlab.family import Causal, Seq2Seq, generate_texts
 from sumlab.metrics import RougeMetric
 
 # The same rule as transformers' Trainer: no weight decay on biases and any norm's weights.
@@ -43,7 +44,8 @@ class SummarizationModule(L.LightningModule):
         self.test_metrics: dict[str, float] = {}
         self.train_tokens = 0  # this process's real (non-pad) tokens, for tokens per second
         self.train_seconds = 0.0
-        self._special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        # Adapter checkpoints hold only what trains; the frozen rest comes from the built model.
+        self.strict_loading = not adapters.is_adapted(model)
 
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -79,9 +81,7 @@ class SummarizationModule(L.LightningModule):
 
     # --- validation and test: generate, score ------------------------------------------------------
     def generate(self, batch: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
-        sequences = self.family.generate(self.model, batch, self.generation_config)
-        lengths = (~torch.isin(sequences, self._special_ids.to(sequences.device))).sum(1)
-        return decode(self.tokenizer, sequences), lengths
+        return generate_texts(self.family, self.model, batch, self.generation_config)
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         size = batch["idx"].numel()
@@ -120,6 +120,8 @@ class SummarizationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sumlab_val_history"] = self.val_history
+        adapters.on_save_checkpoint(self, checkpoint)  # LoRA/QLoRA: keep only trainable tensors
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_history = checkpoint.get("sumlab_val_history", [])
+        adapters.on_load_checkpoint(self, checkpoint)  # checks the adapter's frozen base is this one

@@ -27,7 +27,9 @@ from sumlab.errors import SumlabError
 # Config subtrees that define "the same experiment" for ckpt_path=last (trainer and paths may change).
 FINGERPRINT_KEYS = ("model", "data", "optim", "generation", "qlora", "metrics", "seed")
 PACKAGES = ("sumlab", "torch", "transformers", "lightning", "hydra-core", "tokenizers", "torchmetrics", "peft")
-SECRET = re.compile(r"(?i)(token|api_?key|secret|password)")
+# A YAML key or override name that *ends* in a secret word (HF_TOKEN, WANDB_API_KEY, db_password),
+# so tokenizer: or max_new_tokens: are left alone.
+SECRET_LINE = re.compile(r"(?im)^(\s*-?\s*[\w.+~]*(token|api_?key|secret|password)\s*[:=]\s*).+$")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -87,7 +89,7 @@ class RunDir:
             path = self.path / ".hydra" / name
             if path.is_file():
                 text = path.read_text(encoding="utf-8")
-                redacted = re.sub(r"(?im)^(\s*-?\s*[\w.+~]*(token|api_?key|secret|password)[\w.]*\s*[:=]\s*).+$", r"\1'***'", text)
+                redacted = SECRET_LINE.sub(r"\1'***'", text)
                 if redacted != text:
                     write_atomic(path, redacted)
 
@@ -121,11 +123,19 @@ class RunDir:
         return str(max(candidates, key=lambda p: p.stat().st_mtime))
 
     def export(self, model: Any, tokenizer: Any) -> Path:
-        """The model as a Hugging Face directory (weights, config, generation config, tokenizer)."""
+        """The model as a Hugging Face directory (weights, config, generation config, tokenizer).
+
+        With LoRA/QLoRA: the merged full-precision model, and the adapter itself in ``export/adapter/``.
+        """
+        from sumlab import adapters
+
         tmp = self.path / ".export.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        if adapters.is_adapted(model):
+            adapters.export(model, tokenizer, tmp)
+        else:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         shutil.rmtree(self.export_dir, ignore_errors=True)
         tmp.rename(self.export_dir)
         return self.export_dir

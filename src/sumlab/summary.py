@@ -21,6 +21,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
             label = f"{split} (best, epoch {row['epoch']})" if "epoch" in row else split
             table.add_row(label, *(f"{row[k]:.4f}" if k != "gen_len" else f"{row[k]:.1f}" for k in SHOWN))
     console = Console()
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and cut the headers
+        console = Console(width=120)
     console.print(table)
     tps = metrics.get("train_tokens_per_second")
     console.print(f"steps {metrics['global_step']}, {tps} training tokens/s, wall {metrics['wall_seconds']:.0f} s")

@@ -21,6 +21,7 @@ from sumlab import sweep
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import make_family
 from sumlab.generation import build_generation_config
+from sumlab.adapters import checkpoint_state
 from sumlab.models import build
 from sumlab.module import SummarizationModule
 from sumlab.rundir import RunDir
@@ -42,7 +43,9 @@ def load_splits(cfg: DictConfig) -> dict[str, list[dict]]:
 
 def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[SummarizationModule, SummarizationDataModule, int]:
     train_texts = [t for e in splits["train"] for t in (e["text"], e["summary"])]
-    model, tokenizer, added = build(cfg.model, cfg.data, train_texts, cfg.paths.cache_dir)
+    model, tokenizer, added = build(
+        cfg.model, cfg.data, train_texts, cfg.paths.cache_dir, cfg.get("qlora"), cfg.trainer.accelerator
+    )
     family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
     model.generation_config = build_generation_config(cfg.generation, model)  # exported with the model
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
@@ -69,8 +72,8 @@ def check_checkpoint(path: str, module: SummarizationModule) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     except Exception as ex:  # torch raises many types for a truncated or non-checkpoint file
         raise SumlabError(f"cannot read checkpoint {path}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab") from None
-    expected = set(module.state_dict())
-    if set(state) != expected or any(state[k].shape != v.shape for k, v in module.state_dict().items()):
+    current = checkpoint_state(module, module.state_dict())  # with adapters: only what trains is saved
+    if set(state) != set(current) or any(state[k].shape != v.shape for k, v in current.items()):
         raise SumlabError(f"checkpoint {path} holds a different model than model={module_name(module)}: resume with the config it was trained with")
 
 
@@ -83,7 +86,7 @@ def run(cfg: DictConfig) -> float:
     """Train, test and export; returns the best monitored validation value (the sweep objective)."""
     validate(cfg)
     started = time.perf_counter()
-    for name in ("lightning.pytorch", "lightning.fabric"):  # log through Hydra's handlers only, not twice
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # log through Hydra's handlers only, not twice
         logging.getLogger(name).handlers.clear()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = RunDir(cfg)
@@ -100,11 +103,20 @@ def run(cfg: DictConfig) -> float:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         best_ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        if not module.val_history and best_ckpt:  # ddp_spawn: the history stayed in the spawned ranks
+            module.val_history = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True).get(
+                "sumlab_val_history", []
+            )
         best_val = module.best_validation()
         if "test" in splits:
             trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt or ckpt_path, verbose=False)
+            if not module.test_metrics:  # ddp_spawn: only the logged metrics come back from the ranks
+                module.test_metrics = {
+                    k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+                }
         elif best_ckpt:
-            module.load_state_dict(torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"])
+            state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state, strict=module.strict_loading)
     except BaseException as ex:
         if is_zero:
             status = "pruned" if type(ex).__name__ == "TrialPruned" else "failed"  # a sweep stopped it early

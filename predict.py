@@ -1,0 +1,19 @@
+"""Summarize a split with a trained model: `python predict.py model_dir=outputs/train/<run>` (see conf/predict.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+import sumlab
+
+sumlab.setup()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    from sumlab.predict import run  # after Hydra parsed the command line: `--help` stays fast
+
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

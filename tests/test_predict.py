@@ -1,0 +1,290 @@
+"""predict.py: order, DDP, resume, outputs, model kinds and bad inputs (tiny models trained here in seconds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sumlab.predict import writer
+from sumlab.predict.bucketing import BucketBatchSampler, length_batches, padding_fraction
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+N = 11  # odd, and not a multiple of the batch size
+BASE = ["data.synthetic_sizes.test=11", "batch_size=3", "generation=greedy", "generation.max_new_tokens=12",
+        "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def make_run(root: Path, arch: str, steps: int = 60) -> Path:
+    """A sumlab-shaped run directory (export/, .hydra/config.yaml, a checkpoint) with a briefly trained tiny model."""
+    from sumlab.data import synthetic
+    from sumlab.family import make_family
+    from sumlab.models import add_tags, find_tags, tiny_model, train_tiny_tokenizer
+
+    rows = synthetic.generate_split("train", 256, 42)
+    texts = [t for r in rows for t in (r["dialogue"], r["summary"])]
+    pattern = r"#[A-Za-z][A-Za-z0-9_]*#"
+    tok = train_tiny_tokenizer(arch, 400, [re.sub(pattern, " ", t) for t in texts])
+    add_tags(None, tok, find_tags(texts, pattern))
+    torch.manual_seed(0)
+    tiny = OmegaConf.create({"arch": arch, "d_model": 64, "num_layers": 1, "num_heads": 2, "d_ff": 128,
+                             "vocab_size": 400, "dropout": 0.0, "max_positions": 512})  # fmt: skip
+    model = tiny_model(tiny, tok)
+    family = "causal" if arch == "gpt2" else "seq2seq"
+    prefix = "summarize: " if arch == "t5" else ""
+    fam = make_family(family, tok, prefix, "\nTL;DR:\n")
+    feats = [{"idx": i, **fam.features(r["dialogue"], r["summary"], 192, 48)} for i, r in enumerate(rows)]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        loss = fam.loss(model, fam.collate([feats[i] for i in torch.randint(len(feats), (16,), generator=g).tolist()]), 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(root / "export")
+    tok.save_pretrained(root / "export")
+    (root / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"model": {"family": family, "prefix": prefix, "separator": "\nTL;DR:\n"},
+                                     "metrics": {"tokenizer": "default"}}), root / ".hydra" / "config.yaml")  # fmt: skip
+    (root / "checkpoints").mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, root / "checkpoints" / "last.ckpt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def t5_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("t5run"), "t5")
+
+
+def predict_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "predict.py", *overrides], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def compose(*overrides: str):  # noqa: ANN201
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import sumlab
+
+    sumlab.setup()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="predict", overrides=list(overrides))
+
+
+def predict_here(out: Path, *overrides: str) -> dict:
+    from sumlab.predict.runner import run
+
+    return run(compose(*BASE, *overrides, f"output.dir={out}", f"paths.run_dir={out}"))
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def synthetic_ids(n: int = N) -> list[str]:
+    from sumlab.data import synthetic
+
+    return [r["id"] for r in synthetic.generate_split("test", n, 42)]
+
+
+# --- bucketing and merge (no model) ----------------------------------------------------------------
+def test_length_batches_sorted_and_complete() -> None:
+    lengths = [5, 9, 1, 9, 3, 7, 2]
+    batches = length_batches(lengths, 3)
+    assert batches == [[1, 3, 5], [0, 4, 6], [2]]  # longest first, ties in input order
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert length_batches(lengths, 3, sort=False) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert padding_fraction(lengths, batches) < padding_fraction(lengths, length_batches(lengths, 3, sort=False))
+
+
+def test_ranks_share_whole_batches_exactly_once() -> None:
+    lengths = list(range(23))
+    shares = [list(BucketBatchSampler(lengths, 4, rank=r, world_size=3)) for r in range(3)]
+    flat = [i for s in shares for b in s for i in b]
+    assert sorted(flat) == list(range(23))  # no example twice, none dropped, no padding duplicates
+    single = list(BucketBatchSampler(lengths, 4))
+    assert sorted(b for s in shares for b in map(tuple, s)) == sorted(map(tuple, single))  # the same batches
+
+
+def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
+    examples = [{"id": f"e{i}", "text": "x" * (i * 7 % 5 + 1), "summary": f"s{i}"} for i in range(7)]
+    lengths = [len(e["text"]) for e in examples]
+    (tmp_path / "shards").mkdir()
+    with open(tmp_path / "shards" / "rank0.jsonl", "w") as f:  # written in bucketed order
+        for batch in length_batches(lengths, 2):
+            for i in batch:
+                f.write(json.dumps({"id": examples[i]["id"], "prediction": f"p{i}"}) + "\n")
+        f.write('{"id": "e0", "predic')  # a line cut by a kill: ignored
+    merged = writer.merge(tmp_path, examples)
+    assert [r["id"] for r in merged] == [e["id"] for e in examples]
+    assert [r["prediction"] for r in merged] == [f"p{i}" for i in range(7)]
+    assert [r["reference"] for r in merged] == [e["summary"] for e in examples]
+    with pytest.raises(Exception, match="1 input ids have no prediction"):
+        writer.merge(tmp_path, [*examples, {"id": "new", "text": "t", "summary": None}])
+    with pytest.raises(Exception, match="not in the input"):
+        writer.merge(tmp_path, examples[1:])
+
+
+# --- end to end ------------------------------------------------------------------------------------
+def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path) -> None:
+    sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}")
+    predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1")
+    a, b = rows(tmp_path / "sorted" / "predictions.jsonl"), rows(tmp_path / "plain" / "predictions.jsonl")
+    assert [r["id"] for r in a] == synthetic_ids()
+    assert a == b  # every prediction sits next to its own id and reference
+    assert len({r["prediction"] for r in a}) > 1  # a model that says one thing would prove nothing
+    assert set(sorted_metrics["rouge"]) >= {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    for key in ("samples_per_second", "generated_tokens_per_second", "mean_generated_length", "padding_fraction"):
+        assert sorted_metrics[key] is not None
+    assert json.loads((tmp_path / "sorted" / "metrics.json").read_text())["examples"] == N
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(t5_run: Path, tmp_path: Path) -> None:
+    one = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'two'}",
+                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp")  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = rows(tmp_path / "one" / "predictions.jsonl"), rows(tmp_path / "two" / "predictions.jsonl")
+    assert [r["id"] for r in b] == synthetic_ids()  # every id exactly once, in input order
+    assert a == b  # greedy text identical
+    shards = sorted((tmp_path / "two" / "shards").glob("rank*.jsonl"))
+    assert [s.name for s in shards] == ["rank0.jsonl", "rank1.jsonl"] and all(s.stat().st_size for s in shards)
+    assert writer.count_shard_lines(tmp_path / "two") == N
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    assert predict_here(full, f"model_dir={t5_run}")["examples"] == N
+    out = tmp_path / "resumed"
+    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}")
+    killed = predict_cli(*args, env={writer.CRASH_ENV: "2"})
+    assert killed.returncode != 0
+    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
+    done_before = writer.count_shard_lines(out)
+    assert done_before == 6  # two batches of 3
+    with open(out / "shards" / "rank0.jsonl", "a") as f:
+        f.write('{"id": "synthetic_test_00000", "pred')  # and a line the kill cut short
+    resumed = predict_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert rows(out / "predictions.jsonl") == rows(full / "predictions.jsonl")
+    assert writer.count_shard_lines(out) == N  # nothing generated twice
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["resumed"], metrics["generated_now"]) == (6, N - 6)
+
+
+def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    predict_here(tmp_path, f"model_dir={t5_run}")
+    before = (tmp_path / "predictions.jsonl").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as ex:
+        predict_here(tmp_path, f"model_dir={t5_run}")
+    assert ex.value.code == 2 and "output.overwrite=true" in capsys.readouterr().err
+    assert (tmp_path / "predictions.jsonl").stat().st_mtime_ns == before
+    assert predict_here(tmp_path, f"model_dir={t5_run}", "output.overwrite=true")["generated_now"] == N
+
+
+def test_csv_output_without_references(t5_run: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"fname": f"d{i}", "dialogue": f"#Person1#: hello {i}. #Person2#: bye."}) + "\n"
+                           for i in range(5)))  # fmt: skip
+    out = tmp_path / "out"
+    metrics = predict_here(out, f"model_dir={t5_run}", "data=files", f"data.test_file={src}", "data.id_column=fname",
+                           "output.format=csv")  # fmt: skip
+    assert "rouge" not in metrics
+    with open(out / "predictions.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["fname", "summary"] and [r[0] for r in table[1:]] == [f"d{i}" for i in range(5)]
+    jsonl = rows(out / "predictions.jsonl")
+    assert all("reference" not in r for r in jsonl) and [r["prediction"] for r in jsonl] == [r[1] for r in table[1:]]
+
+
+def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path) -> None:
+    predict_here(tmp_path / "run", f"model_dir={t5_run}")
+    predict_here(tmp_path / "ckpt", f"model_dir={t5_run / 'checkpoints' / 'last.ckpt'}")
+    predict_here(tmp_path / "export", f"model_dir={t5_run / 'export'}")
+    ref = rows(tmp_path / "run" / "predictions.jsonl")
+    assert rows(tmp_path / "ckpt" / "predictions.jsonl") == ref == rows(tmp_path / "export" / "predictions.jsonl")
+
+
+@pytest.mark.slow
+def test_causal_model(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "gpt2run", "gpt2", steps=40)
+    metrics = predict_here(tmp_path / "out", f"model_dir={run}", "generation=beam4", "generation.max_new_tokens=8")
+    got = rows(tmp_path / "out" / "predictions.jsonl")
+    assert metrics["family"] == "causal" and [r["id"] for r in got] == synthetic_ids()
+    assert all("TL;DR" not in r["prediction"] and "#Person1#:" not in r["prediction"][:12] for r in got)  # new tokens only
+
+
+def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: Path) -> None:
+    a = predict_here(tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12")
+    predict_here(tmp_path / "slow", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12",
+                 "fast_beam_cache=false")  # fmt: skip
+    assert a["fast_beam_cache"] is True
+    assert rows(tmp_path / "fast" / "predictions.jsonl") == rows(tmp_path / "slow" / "predictions.jsonl")
+
+
+# --- bad input: one line, exit 2, nothing complete-looking ---------------------------------------
+def _fails(out: Path, capsys: pytest.CaptureFixture, *overrides: str) -> str:
+    with pytest.raises(SystemExit) as ex:
+        predict_here(out, *overrides)
+    err = capsys.readouterr().err.strip()
+    assert ex.value.code == 2
+    errors = [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
+    return err
+
+
+def test_bad_model_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "notamodel").mkdir()
+    assert "holds no model" in _fails(tmp_path / "o1", capsys, f"model_dir={tmp_path / 'notamodel'}")
+    (tmp_path / "x.txt").write_text("hi")
+    assert "not a checkpoint" in _fails(tmp_path / "o2", capsys, f"model_dir={tmp_path / 'x.txt'}")
+    assert "no such file" in _fails(tmp_path / "o3", capsys, f"model_dir={tmp_path / 'missing' / 'run'}")
+
+
+def test_data_without_text_column_and_empty_input(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": 1, "text": "hello"}) + "\n")
+    err = _fails(tmp_path / "o1", capsys, f"model_dir={t5_run}", "data=files", f"data.test_file={bad}")
+    assert "data.text_column" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert "empty" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "data=files", f"data.test_file={empty}")
+
+
+def test_unwritable_output_dir(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file").write_text("")
+    assert "not writable" in _fails(tmp_path / "file" / "out", capsys, f"model_dir={t5_run}")
+
+
+def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "o"
+    writer.check_writable(out)
+    predict_here(out, f"model_dir={t5_run}")
+    (out / "predictions.jsonl").unlink()  # as if the first run had died before merging
+    (out / "metrics.json").unlink()
+    assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "generation.max_new_tokens=5")
+    assert "different data" in _fails(out, capsys, f"model_dir={t5_run}", "data.synthetic_sizes.test=12")
+    other = make_run(tmp_path / "other", "t5", steps=1)
+    assert "different model" in _fails(out, capsys, f"model_dir={other}")
+
+
+def test_cli_error_is_one_line(tmp_path: Path) -> None:
+    res = predict_cli(f"model_dir={tmp_path / 'nothing'}", f"output.dir={tmp_path / 'o'}")
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error: ") and len(res.stderr.strip().splitlines()) == 1, res.stderr
