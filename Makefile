@@ -22,6 +22,8 @@ test-fast:  ## skip the tests that train or spawn processes
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
+bench: bench-predict bench-memory  ## every benchmark (results go in BENCHMARKS.md)
+
 BENCH_MODEL ?= $(MODEL_DIR)
 bench-predict:  ## predict.py vs a plain generate loop on DialogSum test: make bench-predict MODEL_DIR=<run trained on dialogsum> [ARGS="--bf16"]
 	$(PY) benchmarks/bench_predict.py --model-dir $(BENCH_MODEL) $(ARGS)
