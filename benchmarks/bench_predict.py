@@ -124,7 +124,6 @@ def main() -> int:
                       f"gen len {r['gen_len_mean']:.1f}+-{r['gen_len_stdev']:.1f} ({limit_hits} at the limit)  "
                       f"ROUGE-comb base {r['rouge_baseline']:.4f} sumlab {r['rouge_sumlab']:.4f}  "
                       f"padding {r['padding_sumlab']:.1%}", flush=True)  # fmt: skip
-    # Baseline padding, for the record: what file order at batch 8 wastes.
     if "beam4 fp32" in results:
         print(f"predict speedup vs baseline: {results['beam4 fp32']['speedup']:.2f}x")
     return 0
