@@ -9,7 +9,6 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from omegaconf import open_dict
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from conftest import TINY_RUN, compose_config, train_in_process

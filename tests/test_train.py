@@ -110,7 +110,7 @@ def test_tiny_family_trains_exports_and_reloads(model: str, tmp_path: Path) -> N
     assert all(text for text in got)
 
 
-def test_resume_last_continues_step_count(tmp_path: Path) -> None:
+def test_resume_last_continues_step_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = Path(os.environ["SUMLAB_OUTPUT_DIR"]) / "train"
     first_dir, second_dir = out / f"{tmp_path.name}-a", out / f"{tmp_path.name}-b"
     overrides = [*TINY_RUN, "seed=7"]  # a config no other test trains, so `last` is this test's run
@@ -121,6 +121,13 @@ def test_resume_last_continues_step_count(tmp_path: Path) -> None:
     assert second["resumed_from"] == str(first_dir / "checkpoints" / "last.ckpt")
     assert second["global_step"] == 2 * first["global_step"]
     assert second["validation"]["epoch"] in (0, 1)  # history carried over from the first run's checkpoint
+
+
+    # the same checkpoint under another architecture: one clear line, exit 2, before any training
+    with pytest.raises(SystemExit) as stop:
+        train_in_process([*overrides, "model=tiny_bart", f"ckpt_path={second['resumed_from']}"], out / f"{tmp_path.name}-c")
+    assert stop.value.code == 2
+    assert "holds a different model than this run's BartForConditionalGeneration" in capsys.readouterr().err
 
 
 def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:

@@ -74,11 +74,7 @@ def check_checkpoint(path: str, module: SummarizationModule) -> None:
         raise SumlabError(f"cannot read checkpoint {path}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab") from None
     current = checkpoint_state(module, module.state_dict())  # with adapters: only what trains is saved
     if set(state) != set(current) or any(state[k].shape != v.shape for k, v in current.items()):
-        raise SumlabError(f"checkpoint {path} holds a different model than model={module_name(module)}: resume with the config it was trained with")
-
-
-def module_name(module: SummarizationModule) -> str:
-    return type(module.model).__name__
+        raise SumlabError(f"checkpoint {path} holds a different model than this run's {type(module.model).__name__}: resume with the config it was trained with")
 
 
 @guarded
