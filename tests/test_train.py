@@ -130,6 +130,15 @@ def test_resume_last_continues_step_count(tmp_path: Path, capsys: pytest.Capture
     assert "holds a different model than this run's BartForConditionalGeneration" in capsys.readouterr().err
 
 
+def test_training_without_validation_exports_last_epoch(tmp_path: Path) -> None:
+    # limit_val_batches=0 (a quick timing or smoke run): early stopping has nothing to watch and must not crash
+    run_dir = tmp_path / "noval"
+    train_in_process([*TINY_RUN, "trainer.limit_val_batches=0", "test=false"], run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["validation"] == {} and metrics["global_step"] == 8
+    assert Path(metrics["best_checkpoint"]).is_file() and (run_dir / "export" / "config.json").is_file()
+
+
 def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     overrides = [*TINY_RUN, "data.eval_batch_size=1"]  # 9 validation examples: rank 1 gets a repeat

@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,6 +62,12 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if kwargs.get("limit_val_batches") == 0:  # validation off: nothing to monitor, so keep the latest checkpoint
+        print("note: trainer.limit_val_batches=0: no early stopping, the last epoch's weights are exported", file=sys.stderr)
+        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
+        for c in callbacks:
+            if isinstance(c, ModelCheckpoint):
+                c.monitor = None
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir.path))
 
