@@ -5,7 +5,10 @@ each batch padded to its longest input, one ``model.generate`` per batch. sumlab
 itself (length-bucketed batches, the beam-cache speed-up, shards and merge included), in this process.
 Both tokenize with the same family code, so any output difference comes from padding and batching.
 
-    .venv/bin/python benchmarks/bench_predict.py --model-dir outputs/train/<run> [--limit 500] [--bf16]
+    .venv/bin/python benchmarks/bench_predict.py --model-dir outputs/train/<run> [--limit 500] [--bf16] [--repeats 3]
+
+With --repeats N the two loops alternate N times and the medians are compared (spread shown), so a
+burst of load on the machine during one pass cannot decide the ratio.
 
 The last line reads ``predict speedup vs baseline: <ratio>x`` (beams 4, fp32).
 """
@@ -81,6 +84,7 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--bf16", action="store_true", help="also measure both in bf16 autocast")
     ap.add_argument("--modes", default="beam4,greedy")
+    ap.add_argument("--repeats", type=int, default=1, help="alternate baseline and sumlab N times, compare medians")
     args = ap.parse_args()
     if not Path(args.data).is_file():
         print(f"error: benchmark data not found: {args.data} (pass --data)", file=sys.stderr)
@@ -98,20 +102,26 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
-            for bf16 in ([False, True] if args.bf16 else [False]):
+            for bf16 in [False, True] if args.bf16 else [False]:
                 group = "beam4" if mode == "beam4" else "greedy"
                 prec = "bf16-mixed" if bf16 else "32"
                 overrides = [*common, f"generation={group}", f"trainer.precision={prec}"]
                 cfg = compose(overrides)
-                base_out, base_s, lengths = baseline(cfg, examples, 8, bf16)
-                ours, metrics = sumlab_predict([*overrides, f"batch_size={args.batch_size}"], Path(tmp) / f"{mode}-{prec}")
+                base_runs, our_runs = [], []
+                for _ in range(args.repeats):
+                    base_out, base_s, lengths = baseline(cfg, examples, 8, bf16)
+                    ours, metrics = sumlab_predict(
+                        [*overrides, f"batch_size={args.batch_size}"], Path(tmp) / f"{mode}-{prec}"
+                    )
+                    base_runs.append(len(examples) / base_s)
+                    our_runs.append(metrics["samples_per_second"])
                 key = f"{mode} {'bf16' if bf16 else 'fp32'}"
-                base_sps = len(examples) / base_s
+                base_sps, our_sps = statistics.median(base_runs), statistics.median(our_runs)
                 changed = sum(base_out[e["id"]] != ours[e["id"]] for e in examples)
                 limit_hits = sum(n >= args.max_new_tokens for n in lengths)
                 results[key] = {
-                    "baseline_sps": base_sps, "sumlab_sps": metrics["samples_per_second"],
-                    "speedup": metrics["samples_per_second"] / base_sps, "changed": changed,
+                    "baseline_sps": base_sps, "sumlab_sps": our_sps, "speedup": our_sps / base_sps, "changed": changed,
+                    "baseline_runs": base_runs, "sumlab_runs": our_runs,
                     "padding_sumlab": metrics["padding_fraction"],
                     "rouge_baseline": score_corpus([base_out[e["id"]] for e in examples], refs)["rouge_combined"] if all(refs) else None,
                     "rouge_sumlab": (metrics.get("rouge") or {}).get("rouge_combined"),
@@ -119,7 +129,9 @@ def main() -> int:
                     "at_length_limit": limit_hits,
                 }  # fmt: skip
                 r = results[key]
-                print(f"{key:12s} baseline {r['baseline_sps']:.2f}/s  sumlab {r['sumlab_sps']:.2f}/s  "
+                spread = (f" (runs {min(base_runs):.2f}-{max(base_runs):.2f} / {min(our_runs):.2f}-{max(our_runs):.2f})"
+                          if args.repeats > 1 else "")  # fmt: skip
+                print(f"{key:12s} baseline {r['baseline_sps']:.2f}/s  sumlab {r['sumlab_sps']:.2f}/s{spread}  "
                       f"x{r['speedup']:.2f}  outputs differing: {changed}/{len(examples)}  "
                       f"gen len {r['gen_len_mean']:.1f}+-{r['gen_len_stdev']:.1f} ({limit_hits} at the limit)  "
                       f"ROUGE-comb base {r['rouge_baseline']:.4f} sumlab {r['rouge_sumlab']:.4f}  "

@@ -220,6 +220,14 @@ def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path
     assert rows(tmp_path / "ckpt" / "predictions.jsonl") == ref == rows(tmp_path / "export" / "predictions.jsonl")
 
 
+def test_max_predict_samples_limits_any_split(t5_run: Path, tmp_path: Path) -> None:
+    predict_here(tmp_path / "out", f"model_dir={t5_run}", "data.split=validation", "data.max_predict_samples=3")
+    from sumlab.data import synthetic
+
+    expected = [r["id"] for r in synthetic.generate_split("validation", 3, 42)]
+    assert [r["id"] for r in rows(tmp_path / "out" / "predictions.jsonl")] == expected
+
+
 @pytest.mark.slow
 def test_causal_model(tmp_path: Path) -> None:
     run = make_run(tmp_path / "gpt2run", "gpt2", steps=40)

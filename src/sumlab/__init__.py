@@ -27,3 +27,17 @@ def setup() -> None:
             "sumlab_uid", lambda: f"{os.getpid():x}{secrets.token_hex(2)}", use_cache=True
         )
     install_hydra_error_reporting()
+
+
+def _no_tip(record: logging.LogRecord) -> bool:
+    return "\N{ELECTRIC LIGHT BULB} Tip:" not in record.getMessage()
+
+
+def quiet_lightning_logs() -> None:
+    """Lightning's console lines once, through Hydra's handlers, without its cloud-service adverts.
+
+    Lightning attaches handlers of its own, so each of its lines was printed twice under Hydra.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_tip)

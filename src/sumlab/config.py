@@ -82,7 +82,7 @@ class DataConfig:
     max_target_length: int = 128  # summary tokens kept for training
     max_train_samples: Optional[int] = None  # keep only the first N rows (debugging, quick runs)
     max_eval_samples: Optional[int] = None  # same for validation
-    max_predict_samples: Optional[int] = None  # same for test
+    max_predict_samples: Optional[int] = None  # same for test, and for any data.split in predict.py
     synthetic_sizes: dict[str, int] = field(
         default_factory=lambda: {"train": 2000, "validation": 100, "test": 100}
     )  # synthetic source only: examples per split

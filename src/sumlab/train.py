@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from typing import Any
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from sumlab.config import enum_value, validate
 from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import load_split, split_path
-from sumlab import sweep
+from sumlab import quiet_lightning_logs, sweep
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import make_family
 from sumlab.generation import build_generation_config
@@ -88,8 +87,7 @@ def run(cfg: DictConfig) -> float:
     """Train, test and export; returns the best monitored validation value (the sweep objective)."""
     validate(cfg)
     started = time.perf_counter()
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # log through Hydra's handlers only, not twice
-        logging.getLogger(name).handlers.clear()
+    quiet_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = RunDir(cfg)
     is_zero = rank_zero_only.rank == 0

@@ -32,8 +32,13 @@ def split_path(cfg: DictConfig, split: str) -> Optional[Path]:
     return path
 
 
-def load_split(cfg: DictConfig, split: str, require_summary: bool = True, seed: int = 0) -> list[Example]:
-    """Examples of one split as {"id", "text", "summary"}; raises SumlabError naming the problem and the fix."""
+def load_split(
+    cfg: DictConfig, split: str, require_summary: bool = True, seed: int = 0, limit_key: Optional[str] = None
+) -> list[Example]:
+    """Examples of one split as {"id", "text", "summary"}; raises SumlabError naming the problem and the fix.
+
+    The first N rows are kept where ``limit_key`` (default: the split's own max_*_samples key) is set.
+    """
     if cfg.source == "synthetic":
         rows = synthetic.generate_split(split, int(cfg.synthetic_sizes[split]), seed)
         examples = [{"id": r["id"], "text": r["dialogue"], "summary": r["summary"]} for r in rows]
@@ -42,7 +47,7 @@ def load_split(cfg: DictConfig, split: str, require_summary: bool = True, seed: 
         if path is None:
             raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/{split}.jsonl")
         examples = _from_frame(_read(path), cfg, path, require_summary)
-    limit = cfg[LIMIT_KEY[split]]
+    limit = cfg[limit_key or LIMIT_KEY[split]]
     return examples[:limit] if limit is not None else examples
 
 

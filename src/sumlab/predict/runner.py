@@ -9,7 +9,6 @@ shard; after a barrier rank 0 merges them by id.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import warnings
@@ -22,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from sumlab import quiet_lightning_logs
 from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS
 from sumlab.data.sources import FILE_KEY, load_split, split_path
 from sumlab.errors import SumlabError, guarded
@@ -137,7 +137,8 @@ def load_examples(cfg: DictConfig) -> list[dict[str, Any]]:
     split = cfg.data.split
     if cfg.data.source != "synthetic" and split_path(cfg.data, split) is None:
         raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/file.jsonl (data.split={split})")
-    examples = load_split(cfg.data, split, require_summary=False, seed=cfg.seed)
+    # predict.py has one split, so data.max_predict_samples limits whichever it is
+    examples = load_split(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples")
     if not examples:
         raise SumlabError(f"no examples to predict in data.split={split} of data={cfg.data.name}")
     empty = sum(1 for e in examples if not e["text"].strip())
@@ -168,8 +169,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Predict, merge and score; returns metrics.json's content (on rank 0; an empty dict elsewhere)."""
     validate(cfg)
     started = time.perf_counter()
-    for name in ("lightning.pytorch", "lightning.fabric"):  # log through Hydra's handlers only, not twice
-        logging.getLogger(name).handlers.clear()
+    quiet_lightning_logs()
     # Our batch sampler returns every index by construction; Lightning cannot know and says so.
     warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
