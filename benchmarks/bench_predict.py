@@ -85,6 +85,8 @@ def main() -> int:
     ap.add_argument("--bf16", action="store_true", help="also measure both in bf16 autocast")
     ap.add_argument("--modes", default="beam4,greedy")
     ap.add_argument("--repeats", type=int, default=1, help="alternate baseline and sumlab N times, compare medians")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra override for both loops, e.g. generation.no_repeat_ngram_size=3 (repeatable)")  # fmt: skip
     args = ap.parse_args()
     if not Path(args.data).is_file():
         print(f"error: benchmark data not found: {args.data} (pass --data)", file=sys.stderr)
@@ -93,7 +95,7 @@ def main() -> int:
     from sumlab.rouge import score_corpus
 
     common = [f"model_dir={args.model_dir}", "data=files", f"data.test_file={Path(args.data).resolve()}",
-              f"generation.max_new_tokens={args.max_new_tokens}"]  # fmt: skip
+              f"generation.max_new_tokens={args.max_new_tokens}", *args.set]  # fmt: skip
     if args.limit:
         common.append(f"data.max_predict_samples={args.limit}")
     examples = load_split(compose(common).data, "test", require_summary=False)

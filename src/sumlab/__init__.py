@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import warnings
 
 __version__ = "0.1.0"
 
@@ -36,8 +37,10 @@ def _no_tip(record: logging.LogRecord) -> bool:
 def quiet_lightning_logs() -> None:
     """Lightning's console lines once, through Hydra's handlers, without its cloud-service adverts.
 
-    Lightning attaches handlers of its own, so each of its lines was printed twice under Hydra.
+    Lightning attaches handlers of its own, so each of its lines was printed twice under Hydra; and its
+    own pytree helper trips a torch deprecation warning on every run that no user can act on.
     """
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_tip)
