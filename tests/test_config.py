@@ -63,6 +63,7 @@ def test_fp16_allowed_for_bart(tmp_path) -> None:
     [
         ("optim.warmup_ratio=1.5", "optim.warmup_ratio"),
         ("metrics.tokenizer=nope", "metrics.tokenizer"),
+        ("metrics.monitor=val/rouge3", "metrics.monitor"),
         ("data.batch_size=0", "data.batch_size"),
         ("generation.min_new_tokens=500", "generation.min_new_tokens"),
     ],

@@ -130,6 +130,17 @@ def test_resume_last_continues_step_count(tmp_path: Path, capsys: pytest.Capture
     assert "holds a different model than this run's BartForConditionalGeneration" in capsys.readouterr().err
 
 
+def test_last_checkpoint_is_the_last_epoch_without_a_new_best(tmp_path: Path) -> None:
+    # Lightning 2.6's save_last writes last.ckpt only beside a new best; ckpt_path=last must resume from the end.
+    # Maximizing val/loss while it falls keeps the best at epoch 0.
+    run_dir = tmp_path / "last"
+    train_in_process([*TINY_RUN, "trainer.max_epochs=3", "metrics.monitor=val/loss", "metrics.mode=max", "test=false"], run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["validation"]["epoch"] == 0 and metrics["global_step"] == 3 * 8
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == metrics["global_step"] and last["epoch"] == 2
+
+
 def test_training_without_validation_exports_last_epoch(tmp_path: Path) -> None:
     # limit_val_batches=0 (a quick timing or smoke run): early stopping has nothing to watch and must not crash
     run_dir = tmp_path / "noval"

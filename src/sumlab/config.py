@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sumlab.errors import SumlabError
+from sumlab.rouge import ROUGE_KEYS
 
 
 class Family(str, Enum):
@@ -257,6 +258,9 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError(f"metrics.tokenizer={cfg.metrics.tokenizer} is unknown: use one of {list(ROUGE_TOKENIZERS)}")
     if cfg.metrics.mode not in ("min", "max"):
         raise SumlabError(f"metrics.mode={cfg.metrics.mode} is unknown: use min or max")
+    monitorable = [f"val/{k}" for k in (*ROUGE_KEYS, "rouge_combined", "gen_len", "loss")]
+    if cfg.metrics.monitor not in monitorable:  # else Lightning fails only after the first epoch
+        raise SumlabError(f"metrics.monitor={cfg.metrics.monitor} is not logged: use one of {monitorable}")
     if cfg.data.source not in ("files", "synthetic"):
         raise SumlabError(f"data.source={cfg.data.source} is unknown: use files or synthetic")
     for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):

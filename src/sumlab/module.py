@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from torchmetrics import MeanMetric
 from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
@@ -40,6 +41,8 @@ class SummarizationModule(L.LightningModule):
         self.optim = optim
         self.monitor, self.mode = monitor, mode
         self.rouge = torch.nn.ModuleDict({s: RougeMetric(rouge_tokenizer) for s in STAGES})
+        # the loss kept next to ROUGE, so every metric that metrics.monitor may name is in the history
+        self.eval_loss = torch.nn.ModuleDict({s: MeanMetric() for s in STAGES})
         self.val_history: list[dict[str, float]] = []  # every validation's metrics, kept in checkpoints
         self.test_metrics: dict[str, float] = {}
         self.train_tokens = 0  # this process's real (non-pad) tokens, for tokens per second
@@ -85,13 +88,15 @@ class SummarizationModule(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         size = batch["idx"].numel()
-        self.log(f"{stage}/loss", self.family.loss(self.model, batch, 0.0), sync_dist=True, batch_size=size)
+        self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=size)
         predictions, lengths = self.generate(batch)
         self.rouge[stage].update(batch["idx"], predictions, batch["references"], lengths)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         result = self.rouge[stage].compute()  # already gathered across ranks: identical everywhere
+        result["loss"] = float(self.eval_loss[stage].compute())
         self.rouge[stage].reset()
+        self.eval_loss[stage].reset()
         self.log_dict({f"{stage}/{k}": v for k, v in result.items() if k != "num_examples"}, prog_bar=False)
         return result
 

@@ -61,12 +61,9 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if kwargs.get("limit_val_batches") == 0:  # validation off: nothing to monitor, so keep the latest checkpoint
+    if kwargs.get("limit_val_batches") == 0:  # validation off: nothing to monitor, keep what needs no metric
         print("note: trainer.limit_val_batches=0: no early stopping, the last epoch's weights are exported", file=sys.stderr)
-        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping)]
-        for c in callbacks:
-            if isinstance(c, ModelCheckpoint):
-                c.monitor = None
+        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping) and not (isinstance(c, ModelCheckpoint) and c.monitor)]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir.path))
 
