@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Optional
 
 import lightning.pytorch as L
 import torch
@@ -114,8 +114,11 @@ class SummarizationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._eval_epoch_end("test")
 
-    def best_validation(self) -> dict[str, float]:
-        """The validation whose monitored metric was best (the one the best checkpoint holds)."""
+    def best_validation(self, step: Optional[int] = None) -> dict[str, float]:
+        """The validation at the best checkpoint's ``step``, else the one whose monitored metric was best."""
+        at_step = [h for h in self.val_history if step is not None and h["step"] == step]
+        if at_step:
+            return at_step[-1]
         key = self.monitor.split("/", 1)[-1]
         scored = [h for h in self.val_history if key in h]
         if not scored:

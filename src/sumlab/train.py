@@ -100,11 +100,12 @@ def run(cfg: DictConfig) -> float:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         best_ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        if not module.val_history and best_ckpt:  # ddp_spawn: the history stayed in the spawned ranks
-            module.val_history = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True).get(
-                "sumlab_val_history", []
-            )
-        best_val = module.best_validation()
+        best_state = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True) if best_ckpt else {}
+        if not module.val_history:  # ddp_spawn: the history stayed in the spawned ranks
+            module.val_history = best_state.get("sumlab_val_history", [])
+        # The validation of the checkpoint that is tested and exported: after a resume, Lightning's best
+        # starts afresh in the new run directory, while the history also holds the earlier run's epochs.
+        best_val = module.best_validation(best_state.get("global_step"))
         if "test" in splits:
             trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt or ckpt_path, verbose=False)
             if not module.test_metrics:  # ddp_spawn: only the logged metrics come back from the ranks
