@@ -110,6 +110,17 @@ def test_tiny_family_trains_exports_and_reloads(model: str, tmp_path: Path) -> N
     assert all(text for text in got)
 
 
+def test_pretrained_model_fine_tunes_in_train_mode(tmp_path: Path) -> None:
+    # from_pretrained returns eval mode (dropout off); Lightning would keep it so for the whole fit
+    cfg = compose_config(TINY_RUN, run_dir=tmp_path)
+    module, _, _ = build_module(cfg, load_splits(cfg))
+    module.model.save_pretrained(tmp_path / "local")
+    module.tokenizer.save_pretrained(tmp_path / "local")
+    cfg = compose_config([*TINY_RUN, f"model.name_or_path={tmp_path / 'local'}", "model.tiny=null"], run_dir=tmp_path)
+    module, _, _ = build_module(cfg, load_splits(cfg))
+    assert all(m.training for m in module.model.modules())
+
+
 def test_resume_last_continues_step_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = Path(os.environ["SUMLAB_OUTPUT_DIR"]) / "train"
     first_dir, second_dir = out / f"{tmp_path.name}-a", out / f"{tmp_path.name}-b"

@@ -34,7 +34,9 @@ class SummarizationModule(L.LightningModule):
         mode: str = "max",
     ) -> None:
         super().__init__()
-        self.model = model
+        # from_pretrained returns eval mode, and Lightning keeps each module's mode: fine-tuning a hub
+        # checkpoint would otherwise run with dropout off
+        self.model = model.train()
         self.tokenizer = tokenizer
         self.family = family
         self.generation_config = generation_config
