@@ -16,7 +16,6 @@ The last line reads ``predict speedup vs baseline: <ratio>x`` (beams 4, fp32).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -43,14 +42,13 @@ def compose(overrides: list[str]) -> Any:
 
 def baseline(cfg: Any, examples: list[dict], batch_size: int, bf16: bool) -> tuple[dict[str, str], float, list[int]]:
     """File order, fixed batch size, padded to the longest: what a hand-written loop does."""
-    from sumlab.family import decode, make_family
+    from sumlab.family import generate_texts, make_family
     from sumlab.generation import build_generation_config
     from sumlab.predict.loading import load
 
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
     family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator)
     gen = build_generation_config(cfg.generation, loaded.model)
-    special = torch.tensor(sorted(set(loaded.tokenizer.all_special_ids)))
     feats = [family.features(e["text"], None, cfg.data.max_source_length, cfg.data.max_target_length) for e in examples]
     out: dict[str, str] = {}
     lengths: list[int] = []
@@ -58,21 +56,21 @@ def baseline(cfg: Any, examples: list[dict], batch_size: int, bf16: bool) -> tup
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(examples), batch_size):
             batch = family.collate([{**f, "idx": 0} for f in feats[i : i + batch_size]])
-            seqs = family.generate(loaded.model, batch, gen)
-            lengths += (~torch.isin(seqs, special)).sum(1).tolist()
-            for e, text in zip(examples[i : i + batch_size], decode(loaded.tokenizer, seqs), strict=True):
+            texts, generated = generate_texts(family, loaded.model, batch, gen)
+            lengths += generated.tolist()
+            for e, text in zip(examples[i : i + batch_size], texts, strict=True):
                 out[e["id"]] = text
     return out, time.perf_counter() - started, lengths
 
 
 def sumlab_predict(overrides: list[str], out_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
     from sumlab.predict.runner import run
+    from sumlab.predict.writer import read_predictions
 
     cfg = compose([*overrides, f"output.dir={out_dir}", f"paths.run_dir={out_dir}", "output.overwrite=true",
                    "trainer.enable_progress_bar=false"])  # fmt: skip
     metrics = run(cfg)
-    rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    return {r["id"]: r["prediction"] for r in rows}, metrics
+    return {r["id"]: r["prediction"] for r in read_predictions(out_dir)}, metrics
 
 
 def main() -> int:

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import compose_config, run_cli
 from sumlab.predict import writer
 from sumlab.predict.bucketing import BucketBatchSampler, length_batches, padding_fraction
+from sumlab.predict.writer import read_predictions
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
 N = 11  # odd, and not a multiple of the batch size
 BASE = ["data.synthetic_sizes.test=11", "batch_size=3", "generation=greedy", "generation.max_new_tokens=12",
         "trainer.enable_progress_bar=false"]  # fmt: skip
@@ -68,29 +66,13 @@ def t5_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def predict_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "predict.py", *overrides], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})  # fmt: skip
-
-
-def compose(*overrides: str):  # noqa: ANN201
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import sumlab
-
-    sumlab.setup()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="predict", overrides=list(overrides))
+    return run_cli("predict.py", *overrides, env=env, timeout=300)
 
 
 def predict_here(out: Path, *overrides: str) -> dict:
     from sumlab.predict.runner import run
 
-    return run(compose(*BASE, *overrides, f"output.dir={out}", f"paths.run_dir={out}"))
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return run(compose_config([*BASE, *overrides, f"output.dir={out}", f"paths.run_dir={out}"], config_name="predict"))
 
 
 def synthetic_ids(n: int = N) -> list[str]:
@@ -141,7 +123,7 @@ def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
 def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path) -> None:
     sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}")
     predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1")
-    a, b = rows(tmp_path / "sorted" / "predictions.jsonl"), rows(tmp_path / "plain" / "predictions.jsonl")
+    a, b = read_predictions(tmp_path / "sorted"), read_predictions(tmp_path / "plain")
     assert [r["id"] for r in a] == synthetic_ids()
     assert a == b  # every prediction sits next to its own id and reference
     assert len({r["prediction"] for r in a}) > 1  # a model that says one thing would prove nothing
@@ -158,7 +140,7 @@ def test_two_processes_equal_one(t5_run: Path, tmp_path: Path) -> None:
     two = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'two'}",
                       "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp")  # fmt: skip
     assert two.returncode == 0, two.stderr[-2000:]
-    a, b = rows(tmp_path / "one" / "predictions.jsonl"), rows(tmp_path / "two" / "predictions.jsonl")
+    a, b = read_predictions(tmp_path / "one"), read_predictions(tmp_path / "two")
     assert [r["id"] for r in b] == synthetic_ids()  # every id exactly once, in input order
     assert a == b  # greedy text identical
     shards = sorted((tmp_path / "two" / "shards").glob("rank*.jsonl"))
@@ -181,7 +163,7 @@ def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -
         f.write('{"id": "synthetic_test_00000", "pred')  # and a line the kill cut short
     resumed = predict_cli(*args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert rows(out / "predictions.jsonl") == rows(full / "predictions.jsonl")
+    assert read_predictions(out) == read_predictions(full)
     assert writer.count_shard_lines(out) == N  # nothing generated twice
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["resumed"], metrics["generated_now"]) == (6, N - 6)
@@ -208,7 +190,7 @@ def test_csv_output_without_references(t5_run: Path, tmp_path: Path) -> None:
     with open(out / "predictions.csv", newline="") as f:
         table = list(csv.reader(f))
     assert table[0] == ["fname", "summary"] and [r[0] for r in table[1:]] == [f"d{i}" for i in range(5)]
-    jsonl = rows(out / "predictions.jsonl")
+    jsonl = read_predictions(out)
     assert all("reference" not in r for r in jsonl) and [r["prediction"] for r in jsonl] == [r[1] for r in table[1:]]
 
 
@@ -216,8 +198,8 @@ def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path
     predict_here(tmp_path / "run", f"model_dir={t5_run}")
     predict_here(tmp_path / "ckpt", f"model_dir={t5_run / 'checkpoints' / 'last.ckpt'}")
     predict_here(tmp_path / "export", f"model_dir={t5_run / 'export'}")
-    ref = rows(tmp_path / "run" / "predictions.jsonl")
-    assert rows(tmp_path / "ckpt" / "predictions.jsonl") == ref == rows(tmp_path / "export" / "predictions.jsonl")
+    ref = read_predictions(tmp_path / "run")
+    assert read_predictions(tmp_path / "ckpt") == ref == read_predictions(tmp_path / "export")
 
 
 def test_max_predict_samples_limits_any_split(t5_run: Path, tmp_path: Path) -> None:
@@ -225,14 +207,14 @@ def test_max_predict_samples_limits_any_split(t5_run: Path, tmp_path: Path) -> N
     from sumlab.data import synthetic
 
     expected = [r["id"] for r in synthetic.generate_split("validation", 3, 42)]
-    assert [r["id"] for r in rows(tmp_path / "out" / "predictions.jsonl")] == expected
+    assert [r["id"] for r in read_predictions(tmp_path / "out")] == expected
 
 
 @pytest.mark.slow
 def test_causal_model(tmp_path: Path) -> None:
     run = make_run(tmp_path / "gpt2run", "gpt2", steps=40)
     metrics = predict_here(tmp_path / "out", f"model_dir={run}", "generation=beam4", "generation.max_new_tokens=8")
-    got = rows(tmp_path / "out" / "predictions.jsonl")
+    got = read_predictions(tmp_path / "out")
     assert metrics["family"] == "causal" and [r["id"] for r in got] == synthetic_ids()
     assert all("TL;DR" not in r["prediction"] and "#Person1#:" not in r["prediction"][:12] for r in got)  # new tokens only
 
@@ -242,7 +224,7 @@ def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: P
     predict_here(tmp_path / "slow", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12",
                  "fast_beam_cache=false")  # fmt: skip
     assert a["fast_beam_cache"] is True
-    assert rows(tmp_path / "fast" / "predictions.jsonl") == rows(tmp_path / "slow" / "predictions.jsonl")
+    assert read_predictions(tmp_path / "fast") == read_predictions(tmp_path / "slow")
 
 
 # --- bad input: one line, exit 2, nothing complete-looking ---------------------------------------

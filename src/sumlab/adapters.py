@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sumlab.config import enum_value
 from sumlab.errors import SumlabError
 from sumlab.family import FAMILIES
 
-METHODS = ("none", "lora", "qlora", "lora_8bit")
 BITS = {"qlora": 4, "lora_8bit": 8}  # methods that load the frozen base quantized
 BIASES = ("none", "all", "lora_only")
 QUANT_TYPES = ("nf4", "fp4")
@@ -424,10 +423,6 @@ def export(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return out_dir
 
 
-def is_adapter_dir(path: Any) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
 def load_adapter(path: Any, dtype: Optional[torch.dtype] = None) -> tuple[Any, Any]:
     """An exported ``adapter/`` directory -> (peft model on its full-precision base, tokenizer)."""
     from peft import PeftModel
@@ -451,8 +446,3 @@ def load_adapter(path: Any, dtype: Optional[torch.dtype] = None) -> tuple[Any, A
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)
     return model, tokenizer
-
-
-def describe(qlora: Optional[DictConfig]) -> dict[str, Any]:
-    """The qlora settings as plain data (for metrics.json)."""
-    return {} if qlora is None else OmegaConf.to_container(qlora, resolve=True, enum_to_str=True)

@@ -270,19 +270,23 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError(f"optim.warmup_ratio={cfg.optim.warmup_ratio} must be in [0, 1)")
     if not 0.0 <= cfg.optim.label_smoothing < 1.0:
         raise SumlabError(f"optim.label_smoothing={cfg.optim.label_smoothing} must be in [0, 1)")
-    gen = cfg.generation
-    if gen.num_beams < 1 or gen.max_new_tokens < 1:
-        raise SumlabError("generation.num_beams and generation.max_new_tokens must be at least 1")
-    if gen.min_new_tokens > gen.max_new_tokens:
-        raise SumlabError(
-            f"generation.min_new_tokens={gen.min_new_tokens} exceeds generation.max_new_tokens={gen.max_new_tokens}"
-        )
+    check_generation(cfg.generation)
     if cfg.model.tiny is None and cfg.model.name_or_path in (None, "", "???"):
         raise SumlabError("model.name_or_path is empty: name a hub model or a local directory, or pick model=tiny_t5")
     if cfg.get("qlora") is not None:
         from sumlab.adapters import check_config  # the qlora group's own rules
 
         check_config(cfg)
+
+
+def check_generation(gen: DictConfig) -> None:
+    """The generation group's rules (training and predict.py)."""
+    if gen.num_beams < 1 or gen.max_new_tokens < 1:
+        raise SumlabError("generation.num_beams and generation.max_new_tokens must be at least 1")
+    if gen.min_new_tokens > gen.max_new_tokens:
+        raise SumlabError(
+            f"generation.min_new_tokens={gen.min_new_tokens} exceeds generation.max_new_tokens={gen.max_new_tokens}"
+        )
 
 
 def enum_value(value: Any) -> Any:

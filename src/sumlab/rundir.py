@@ -44,9 +44,18 @@ def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def plain(value: Any) -> Any:
+    """A config node as resolved plain containers; any other value unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """A short hash of plain data, the same in every process and run (key order ignored)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def fingerprint(cfg: DictConfig) -> str:
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in FINGERPRINT_KEYS}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash({k: plain(cfg[k]) for k in FINGERPRINT_KEYS})
 
 
 def versions() -> dict[str, str]:

@@ -113,8 +113,7 @@ def run(cfg: DictConfig) -> float:
                     k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
                 }
         elif best_ckpt:
-            state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-            module.load_state_dict(state, strict=module.strict_loading)
+            module.load_state_dict(best_state["state_dict"], strict=module.strict_loading)
     except BaseException as ex:
         if is_zero:
             status = "pruned" if type(ex).__name__ == "TrialPruned" else "failed"  # a sweep stopped it early

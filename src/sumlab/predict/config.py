@@ -5,8 +5,6 @@ Kept free of torch/lightning imports: ``sumlab.setup()`` registers it before Hyd
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -16,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from sumlab.config import DataConfig, GenerationConfig, PathsConfig, TrainerConfig
+from sumlab.rundir import plain, stable_hash
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 
@@ -70,8 +69,7 @@ class PredictConfig:
 
 def digest(*parts: Any) -> str:
     """A short stable hash of config values (containers included), for directory names and fingerprints."""
-    plain = [OmegaConf.to_container(p, resolve=True) if OmegaConf.is_config(p) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return stable_hash([plain(p) for p in parts], 8)
 
 
 def path_name(value: Any) -> str:

@@ -9,7 +9,6 @@ rebuilt from the run's config), any local Hugging Face directory, or a hub name.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -18,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sumlab.config import enum_value
 from sumlab.errors import SumlabError
+from sumlab.rundir import stable_hash
 
 T5_TYPES = ("t5", "mt5", "umt5", "longt5")
 DEFAULT_SEPARATOR = "\nTL;DR:\n"
@@ -54,19 +54,21 @@ def _select(cfg: Optional[DictConfig], key: str) -> Any:
         return None
 
 
-def _weights_identity(directory: Path) -> dict[str, Any]:
-    """Size and a hash of the head and tail of each weights file: cheap, and differs between trainings."""
-    found = {}
-    for f in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")) + sorted(directory.glob("*.ckpt")):
-        h = hashlib.sha256()
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
+def _file_identity(path: Path) -> str:
+    """Size and a hash of the head and tail of a weights file: cheap, and differs between trainings."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 1 << 21:
+            fh.seek(-(1 << 20), 2)
             h.update(fh.read(1 << 20))
-            if size > 1 << 21:
-                fh.seek(-(1 << 20), 2)
-                h.update(fh.read(1 << 20))
-        found[f.name] = f"{size}:{h.hexdigest()[:16]}"
-    return found
+    return f"{size}:{h.hexdigest()[:16]}"
+
+
+def _weights_identity(directory: Path) -> dict[str, str]:
+    files = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")) + sorted(directory.glob("*.ckpt"))
+    return {f.name: _file_identity(f) for f in files}
 
 
 def _is_hf_dir(path: Path) -> bool:
@@ -145,10 +147,8 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     if kind == "hub":
         identity.update(name=model_dir, revision=overrides.revision)
     else:
-        identity.update(weights=_weights_identity(ckpt.parent if ckpt else Path(where)))
-        if ckpt is not None:
-            identity["weights"] = {ckpt.name: _weights_identity(ckpt.parent).get(ckpt.name)}
-        identity["config"] = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        identity["weights"] = {ckpt.name: _file_identity(ckpt)} if ckpt is not None else _weights_identity(Path(where))
+        identity["config"] = stable_hash(model.config.to_dict())
     if family == "causal":
         identity["separator"] = separator
     return LoadedModel(

@@ -8,7 +8,6 @@ shard; after a barrier rank 0 merges them by id.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from sumlab import quiet_lightning_logs
-from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS
+from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS, check_generation
 from sumlab.data.sources import FILE_KEY, load_split, split_path
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import Causal, Seq2Seq, generate_texts, make_family
@@ -122,11 +121,7 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError(f"output.format={cfg.output.format} is unknown: use one of {list(OUTPUT_FORMATS)}")
     if cfg.data.split not in FILE_KEY:
         raise SumlabError(f"data.split={cfg.data.split} is unknown: use one of {list(FILE_KEY)}")
-    gen = cfg.generation
-    if gen.num_beams < 1 or gen.max_new_tokens < 1:
-        raise SumlabError("generation.num_beams and generation.max_new_tokens must be at least 1")
-    if gen.min_new_tokens > gen.max_new_tokens:
-        raise SumlabError(f"generation.min_new_tokens={gen.min_new_tokens} exceeds generation.max_new_tokens={gen.max_new_tokens}")
+    check_generation(cfg.generation)
     if cfg.metrics.tokenizer is not None and cfg.metrics.tokenizer not in ROUGE_TOKENIZERS:
         raise SumlabError(f"metrics.tokenizer={cfg.metrics.tokenizer} is unknown: use one of {list(ROUGE_TOKENIZERS)}")
     if cfg.model_dir in (None, ""):
@@ -263,6 +258,3 @@ def _print_summary(metrics: dict[str, Any], files: list[Path]) -> None:
         print(f"wrote {f}")
     sys.stdout.flush()
 
-
-def read_predictions(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

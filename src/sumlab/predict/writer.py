@@ -183,6 +183,11 @@ def merge(out: Path, examples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
+def read_predictions(out: Path) -> list[dict[str, Any]]:
+    """The rows of a finished output's predictions.jsonl, in input order."""
+    return [json.loads(line) for line in (out / PREDICTIONS).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_outputs(out: Path, rows: Sequence[dict[str, Any]], fmt: str, id_header: str, summary_header: str) -> list[Path]:
     """predictions.jsonl (and .csv) under temporary names, then renamed: a file that exists is complete."""
     written = []

@@ -19,9 +19,7 @@ from sumlab.sweep import TrialRef
 
 
 def load_trial(ref: TrialRef) -> optuna.Trial:
-    from sumlab.sweep.study import open_storage
-
-    from sumlab.sweep.study import build_pruner
+    from sumlab.sweep.study import build_pruner, open_storage
 
     study = optuna.load_study(
         study_name=ref.study_name, storage=open_storage(ref.storage),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import optuna
 from hydra.utils import get_method, instantiate
@@ -40,6 +41,7 @@ warnings.filterwarnings("ignore", message="Argument ``grace_period`` is an exper
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DB_NAME = "optuna.db"
 WORKER_ENV = "SUMLAB_SWEEP_WORKER"  # worker index (make sweep sets it); seeds differ per worker
+T = TypeVar("T")
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 
 
@@ -52,6 +54,18 @@ def resolve_storage(storage: Optional[str], sweep_dir: str | Path) -> str:
     return str(storage) if storage else default_storage(sweep_dir)
 
 
+def _retrying(make: Callable[[], T]) -> T:
+    """Workers starting together race to create the tables and the study: try again a few times."""
+    for attempt in range(10):
+        try:
+            return make()
+        except Exception:
+            if attempt == 9:
+                raise
+            time.sleep(0.5 + attempt * 0.5)
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None) -> Any:
     """An RDB storage; SQLite waits for locks instead of failing when workers write at once."""
     if "://" not in url:
@@ -60,27 +74,15 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 300}}
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(10):  # workers starting together race to create the tables
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-            )
-        except Exception:
-            if attempt == 9:
-                raise
-            time.sleep(0.5 + attempt * 0.5)
-    raise AssertionError("unreachable")
+    return _retrying(lambda: optuna.storages.RDBStorage(
+        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+    ))
 
 
 def open_study(storage: Any, study_name: str, direction: str) -> optuna.Study:
-    for attempt in range(10):
-        try:
-            study = optuna.create_study(storage=storage, study_name=study_name, direction=direction, load_if_exists=True)
-            break
-        except Exception:
-            if attempt == 9:
-                raise
-            time.sleep(0.5 + attempt * 0.5)
+    study = _retrying(lambda: optuna.create_study(
+        storage=storage, study_name=study_name, direction=direction, load_if_exists=True
+    ))
     if study.direction.name.lower() != direction:
         raise SumlabError(
             f"study {study_name!r} in this storage optimizes {study.direction.name.lower()}, not {direction}: "
@@ -377,6 +379,4 @@ def _finish_wandb() -> None:
 
 def _redact(url: str) -> str:
     """A storage URL without its password, for logs and summaries."""
-    import re
-
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
