@@ -33,6 +33,11 @@ def test_unsafe_precision_suggests_bf16() -> None:
     assert_one_line_error(run_cli("train.py", "trainer.precision=16-mixed"), "bf16-mixed")
 
 
+def test_unknown_monitor_before_training() -> None:
+    # Lightning itself would fail only after the first epoch, with a traceback
+    assert_one_line_error(run_cli("train.py", "metrics.monitor=val/rouge3"), "metrics.monitor=val/rouge3", "val/rougeL")
+
+
 def test_missing_data_file(tmp_path: Path) -> None:
     proc = run_cli("train.py", *_files_args(tmp_path, tmp_path / "nope.jsonl"))
     assert_one_line_error(proc, "not found", "nope.jsonl")
