@@ -8,17 +8,15 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from sumlab.data.datamodule import SummarizationDataModule
-from sumlab.data.sources import load_split
 from sumlab.generation import build_generation_config
-from sumlab.train import build_module
+from sumlab.train import build_module, load_splits
 
 SMALL = ["data.synthetic_sizes.train=96", "model.tiny.d_model=32", "model.tiny.d_ff=64", "model.tiny.vocab_size=400"]
 
 
 def _module(tmp_path, *overrides: str):
     cfg = compose_config([*SMALL, *overrides], run_dir=tmp_path)
-    splits = {s: load_split(cfg.data, s, seed=cfg.seed) for s in ("train", "validation")}
-    return cfg, *build_module(cfg, splits)
+    return cfg, *build_module(cfg, load_splits(cfg))
 
 
 def test_checkpoint_generation_defaults_never_leak(tmp_path) -> None:
@@ -52,7 +50,7 @@ def test_group_by_length_pads_less(tmp_path) -> None:
         masks = [b["attention_mask"] for b in dm.train_dataloader()]
         return sum(float((m == 0).sum()) for m in masks) / sum(m.numel() for m in masks)
 
-    grouped = SummarizationDataModule(OmegaConf.merge(cfg.data, {"group_by_length": True}), module.family, datamodule.splits)
+    grouped = SummarizationDataModule(OmegaConf.merge(cfg.data, {"group_by_length": True}), module.family, datamodule.splits, cfg.paths.cache_dir)
     assert padding(grouped) < 0.5 * padding(datamodule)
     ids = sorted(int(i) for b in grouped.train_dataloader() for i in b["idx"])
     assert ids == list(range(len(datamodule.splits["train"])))  # still every example once per epoch

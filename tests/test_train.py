@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 from conftest import TINY_RUN, compose_config, run_cli, train_in_process
 from sumlab.config import enum_value
+from sumlab.data.sources import load_split
 from sumlab.family import decode, make_family
 from sumlab.train import build_module, load_splits
 
@@ -103,7 +104,7 @@ def test_tiny_family_trains_exports_and_reloads(model: str, tmp_path: Path) -> N
     assert reloaded.generation_config.max_new_tokens == cfg.generation.max_new_tokens
     family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
     rows = [{"idx": i, **family.features(e["text"], None, cfg.data.max_source_length, 8)}
-            for i, e in enumerate(load_splits(cfg)["validation"][: batch["idx"].numel()])]  # fmt: skip
+            for i, e in enumerate(load_split(cfg.data, "validation", seed=cfg.seed)[: batch["idx"].numel()])]  # fmt: skip
     with torch.no_grad():
         got = decode(tokenizer, family.generate(reloaded, family.collate(rows), reloaded.generation_config))
     assert got == expected

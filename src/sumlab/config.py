@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sumlab.errors import SumlabError
-from sumlab.rouge import ROUGE_KEYS
+from sumlab.rouge import MULTI_REFERENCE, ROUGE_KEYS
 
 
 class Family(str, Enum):
@@ -70,15 +70,28 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = MISSING  # preset name, for run names and the leaderboard
-    source: str = "files"  # "files" (train/validation/test files) or "synthetic" (generated in code)
+    name: str = MISSING  # preset name, for run names, the leaderboard and the tokenized cache's directory names
+    source: str = "files"  # files (local files; the hub's data.dataset_name where they are missing), hub, or synthetic
     dir: Optional[str] = None  # relative *_file paths resolve against this directory
-    train_file: Optional[str] = None  # JSONL, JSON, CSV or Parquet
+    train_file: Optional[str] = None  # JSONL, JSON, CSV, TSV or Parquet (UTF-8, with or without BOM)
     validation_file: Optional[str] = None
     test_file: Optional[str] = None
+    dataset_name: Optional[str] = None  # hub dataset (abisee/cnn_dailymail), read when the split's local file is missing
+    dataset_config_name: Optional[str] = None  # hub dataset config (3.0.0 for cnn_dailymail)
+    revision: Optional[str] = None  # hub revision (branch, tag or commit): part of the cache key
+    train_split: str = "train"  # the hub dataset's name for each split
+    validation_split: str = "validation"
+    test_split: str = "test"
+    streaming: bool = False  # hub/files read as iterable datasets, nothing cached on disk (no length grouping, no sizes)
     text_column: str = "dialogue"  # column holding the text to summarize
-    summary_column: str = "summary"  # column holding the reference summary
+    summary_column: str = "summary"  # column holding the reference summary (the training target)
     id_column: Optional[str] = "id"  # example ids; row numbers when null or absent
+    reference_columns: Optional[list[str]] = None  # validation/test/predict score against these: several columns, or one holding a list per row
+    source_template: str = "{text}"  # model input built from columns: "{topic}: {text}" ({text} is data.text_column)
+    unescape_newlines: bool = False  # clean-up of text and summaries: literal \n sequences become newlines
+    collapse_whitespace: bool = False  # clean-up: runs of spaces and tabs become one space (newlines kept)
+    strip: bool = False  # clean-up: strip leading and trailing whitespace
+    skip_empty: bool = False  # drop rows whose text or summary is empty or null (reports how many); else a null is an error
     max_source_length: int = 512  # source tokens kept (causal: prompt truncated from the left)
     max_target_length: int = 128  # summary tokens kept for training
     max_train_samples: Optional[int] = None  # keep only the first N rows (debugging, quick runs)
@@ -87,6 +100,8 @@ class DataConfig:
     synthetic_sizes: dict[str, int] = field(
         default_factory=lambda: {"train": 2000, "validation": 100, "test": 100}
     )  # synthetic source only: examples per split
+    preprocessing_num_workers: Optional[int] = None  # processes tokenizing a split (Dataset.map num_proc); null: this one
+    overwrite_cache: bool = False  # rebuild the tokenized cache under paths.cache_dir/data even when it exists
     batch_size: int = 16  # per device, training
     eval_batch_size: int = 32  # per device, validation and test
     num_workers: int = 0  # DataLoader worker processes
@@ -157,6 +172,7 @@ class MetricsConfig:
     tokenizer: str = "default"  # ROUGE words: default (Unicode words), whitespace, or kiwi (Korean morphemes)
     monitor: str = "val/rouge_combined"  # the metric that picks the best checkpoint and early stopping
     mode: str = "max"
+    multi_reference: str = "mean"  # several references per example: mean (the competition's rule) or max of each ROUGE F1
 
 
 @dataclass
@@ -227,6 +243,7 @@ def register_configs() -> None:
 
 
 ROUGE_TOKENIZERS = ("default", "whitespace", "kiwi")
+DATA_SOURCES = ("files", "hub", "synthetic")
 # T5-family weights were trained in bf16 and overflow fp16 activations to inf/NaN.
 FP16_UNSAFE_HINT = "use trainer.precision=bf16-mixed (or 32)"
 
@@ -261,11 +278,9 @@ def validate(cfg: DictConfig) -> None:
     monitorable = [f"val/{k}" for k in (*ROUGE_KEYS, "rouge_combined", "gen_len", "loss")]
     if cfg.metrics.monitor not in monitorable:  # else Lightning fails only after the first epoch
         raise SumlabError(f"metrics.monitor={cfg.metrics.monitor} is not logged: use one of {monitorable}")
-    if cfg.data.source not in ("files", "synthetic"):
-        raise SumlabError(f"data.source={cfg.data.source} is unknown: use files or synthetic")
-    for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
-        if cfg.data[key] < 1:
-            raise SumlabError(f"data.{key}={cfg.data[key]} must be at least 1")
+    if cfg.metrics.multi_reference not in MULTI_REFERENCE:
+        raise SumlabError(f"metrics.multi_reference={cfg.metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}")
+    check_data(cfg.data)
     if not 0.0 <= cfg.optim.warmup_ratio < 1.0:
         raise SumlabError(f"optim.warmup_ratio={cfg.optim.warmup_ratio} must be in [0, 1)")
     if not 0.0 <= cfg.optim.label_smoothing < 1.0:
@@ -277,6 +292,21 @@ def validate(cfg: DictConfig) -> None:
         from sumlab.adapters import check_config  # the qlora group's own rules
 
         check_config(cfg)
+
+
+def check_data(data: DictConfig) -> None:
+    """The data group's rules (training and predict.py)."""
+    if data.source not in DATA_SOURCES:
+        raise SumlabError(f"data.source={data.source} is unknown: use one of {list(DATA_SOURCES)}")
+    for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
+        if data[key] < 1:
+            raise SumlabError(f"data.{key}={data[key]} must be at least 1")
+    if data.preprocessing_num_workers is not None and data.preprocessing_num_workers < 1:
+        raise SumlabError(f"data.preprocessing_num_workers={data.preprocessing_num_workers} must be at least 1 (or null)")
+    if data.streaming and data.source == "synthetic":
+        raise SumlabError("data.streaming=true needs files or a hub dataset: the synthetic set is generated in memory")
+    if data.streaming and data.group_by_length:
+        raise SumlabError("data.group_by_length needs every length before training: not available with data.streaming=true")
 
 
 def check_generation(gen: DictConfig) -> None:

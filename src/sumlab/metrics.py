@@ -10,22 +10,24 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from sumlab.rouge import ROUGE_KEYS, score_pair
+from sumlab.rouge import ROUGE_KEYS, score_references
 
 
 class RougeMetric(Metric):
     full_state_update = False
 
-    def __init__(self, tokenizer: str = "default") -> None:
+    def __init__(self, tokenizer: str = "default", multi_reference: str = "mean") -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.multi_reference = multi_reference  # mean or max over an example's references
         self.add_state("idx", default=[], dist_reduce_fx="cat")
         self.add_state("scores", default=[], dist_reduce_fx="cat")  # rows: ROUGE_KEYS + generated length
 
-    def update(self, idx: torch.Tensor, predictions: list[str], references: list[str], lengths: torch.Tensor) -> None:
+    def update(self, idx: torch.Tensor, predictions: list[str], references: list[str | list[str]], lengths: torch.Tensor) -> None:
+        """``references``: one string per example, or a list of them (scored with ``multi_reference``)."""
         rows = []
         for pred, ref, length in zip(predictions, references, lengths.tolist(), strict=True):
-            score = score_pair(pred, ref, self.tokenizer)
+            score = score_references(pred, ref, self.tokenizer, self.multi_reference)
             rows.append([score[k] for k in ROUGE_KEYS] + [float(length)])
         self.idx.append(idx.detach().to(self.device, torch.long))
         self.scores.append(torch.tensor(rows, dtype=torch.float64, device=self.device))

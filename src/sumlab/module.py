@@ -32,6 +32,7 @@ class SummarizationModule(L.LightningModule):
         rouge_tokenizer: str = "default",
         monitor: str = "val/rouge_combined",
         mode: str = "max",
+        multi_reference: str = "mean",
     ) -> None:
         super().__init__()
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: fine-tuning a hub
@@ -42,7 +43,7 @@ class SummarizationModule(L.LightningModule):
         self.generation_config = generation_config
         self.optim = optim
         self.monitor, self.mode = monitor, mode
-        self.rouge = torch.nn.ModuleDict({s: RougeMetric(rouge_tokenizer) for s in STAGES})
+        self.rouge = torch.nn.ModuleDict({s: RougeMetric(rouge_tokenizer, multi_reference) for s in STAGES})
         # the loss kept next to ROUGE, so every metric that metrics.monitor may name is in the history
         self.eval_loss = torch.nn.ModuleDict({s: MeanMetric() for s in STAGES})
         self.val_history: list[dict[str, float]] = []  # every validation's metrics, kept in checkpoints

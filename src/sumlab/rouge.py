@@ -7,7 +7,8 @@ part, so the n-gram and LCS math below follows rouge_score's rouge_scorer.py ste
 ASCII text the "default" tokenizer yields rouge_score's tokens (use_stemmer=True), hence its scores.
 
 CLI: python -m sumlab.rouge PREDICTIONS REFERENCES [--tokenizer default|whitespace|kiwi]
-     [--column NAME] [--ref-column NAME]
+     [--column NAME] [--ref-column NAME] [--multi-reference mean|max]
+     (a JSONL --ref-column may hold a list of references per row: DialogSum test's `references`)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 from nltk.stem.porter import PorterStemmer
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+MULTI_REFERENCE = ("mean", "max")  # how several references per example combine
 TOKENIZERS = ("default", "whitespace", "kiwi")
 
 # With re.UNICODE (the default for str patterns) \w covers Hangul, CJK and accented letters.
@@ -190,21 +192,38 @@ def score_pair(prediction: str, reference: str, tokenizer: str = "default") -> d
     }
 
 
-def score_corpus(
-    predictions: Sequence[str], references: Sequence[str], tokenizer: str = "default"
+def score_references(
+    prediction: str, references: str | Sequence[str], tokenizer: str = "default", multi_reference: str = "mean"
 ) -> dict[str, float]:
-    """Mean per-pair F1 for each of ROUGE_KEYS (what the HF summarization example reports, without
-    its x100), plus rouge_combined = mean of rouge1, rouge2 and rougeL."""
+    """score_pair against one reference, or the mean (or max) of each key over several."""
+    if isinstance(references, str):
+        return score_pair(prediction, references, tokenizer)
+    if not references:
+        raise ValueError("an example has no references; give each prediction at least one")
+    if multi_reference not in MULTI_REFERENCE:
+        raise ValueError(f"unknown multi_reference {multi_reference!r}; use one of {', '.join(MULTI_REFERENCE)}")
+    scores = [score_pair(prediction, r, tokenizer) for r in references]
+    pick = max if multi_reference == "max" else (lambda values: sum(values) / len(values))
+    return {key: pick([s[key] for s in scores]) for key in ROUGE_KEYS}
+
+
+def score_corpus(
+    predictions: Sequence[str], references: Sequence[str | Sequence[str]], tokenizer: str = "default",
+    multi_reference: str = "mean",
+) -> dict[str, float]:
+    """Mean per-example F1 for each of ROUGE_KEYS (what the HF summarization example reports, without
+    its x100), plus rouge_combined = mean of rouge1, rouge2 and rougeL. An example's references may be
+    a list: its score is then the mean (or max, ``multi_reference``) over them."""
     if len(predictions) != len(references):
         raise ValueError(
             f"got {len(predictions)} predictions but {len(references)} references; "
-            "pass exactly one reference per prediction"
+            "pass exactly one reference (or one list of references) per prediction"
         )
     if not predictions:
         raise ValueError("no predictions to score")
     totals = dict.fromkeys(ROUGE_KEYS, 0.0)
     for prediction, reference in zip(predictions, references, strict=True):
-        for key, value in score_pair(prediction, reference, tokenizer).items():
+        for key, value in score_references(prediction, reference, tokenizer, multi_reference).items():
             totals[key] += value
     means = {key: total / len(predictions) for key, total in totals.items()}
     means["rouge_combined"] = (means["rouge1"] + means["rouge2"] + means["rougeL"]) / 3
@@ -239,10 +258,14 @@ def _pick_column(
     )
 
 
-def _field(record: dict[str, Any], column: str, where: str, flag: str) -> str:
+def _field(record: dict[str, Any], column: str, where: str, flag: str) -> str | list[str]:
     value = record.get(column)
     if value is None:
         raise _InputError(f"{where} has no value for {column!r}; fill it in or pick another {flag}")
+    if flag == "--ref-column" and isinstance(value, list):  # several references for one example
+        if not value or not all(isinstance(v, str) for v in value):
+            raise _InputError(f"{where}: {column!r} must be a non-empty list of strings")
+        return value
     if not isinstance(value, str):
         raise _InputError(f"{where}: {column!r} is not a string (got {type(value).__name__}); "
                           f"pick a text field with {flag}")
@@ -250,7 +273,7 @@ def _field(record: dict[str, Any], column: str, where: str, flag: str) -> str:
 
 
 def _read_jsonl(text: str, path: Path, column: str | None, candidates: tuple[str, ...],
-                flag: str) -> list[str]:
+                flag: str) -> list[str | list[str]]:
     records: list[tuple[str, dict[str, Any]]] = []
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
@@ -281,7 +304,7 @@ def _read_csv(text: str, path: Path, column: str | None, candidates: tuple[str, 
 
 
 def _read_texts(path: Path, column: str | None, candidates: tuple[str, ...], role: str,
-                flag: str) -> list[str]:
+                flag: str) -> list[str | list[str]]:
     """One text per example from a .jsonl, .csv or plain-text (one example per line) file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -318,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--column", help="predictions field (default: first of "
                         f"{', '.join(_PREDICTION_COLUMNS)})")
     parser.add_argument("--ref-column", help="references field (default: first of "
-                        f"{', '.join(_REFERENCE_COLUMNS)})")
+                        f"{', '.join(_REFERENCE_COLUMNS)}); in JSONL it may hold a list of references per row")
+    parser.add_argument("--multi-reference", choices=MULTI_REFERENCE, default="mean",
+                        help="several references per example: mean (default) or max of each F1 over them")
     args = parser.parse_args(argv)
     try:
         predictions = _read_texts(args.predictions, args.column, _PREDICTION_COLUMNS,
@@ -331,7 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"references in {args.references}; "
                 "both need one example per line, in the same order"
             )
-        scores = score_corpus(predictions, references, args.tokenizer)
+        counts = {len(r) if isinstance(r, list) else 1 for r in references}
+        if len(counts) > 1:
+            raise _InputError(f"{args.references}: rows hold different numbers of references ({sorted(counts)}); "
+                              "give every row the same number")
+        scores = score_corpus(predictions, references, args.tokenizer, args.multi_reference)
     except (_InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

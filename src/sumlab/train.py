@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any
 
+import datasets
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
@@ -15,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sumlab.config import enum_value, validate
 from sumlab.data.datamodule import SummarizationDataModule
-from sumlab.data.sources import load_split, split_path
+from sumlab.data.sources import Texts, has_split, load_raw
 from sumlab import quiet_lightning_logs, sweep
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import make_family
@@ -27,21 +29,22 @@ from sumlab.rundir import RunDir
 from sumlab.summary import print_summary
 
 
-def load_splits(cfg: DictConfig) -> dict[str, list[dict]]:
+def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:
     """train and validation are required for training; test only when configured and summarized."""
     data = cfg.data
-    splits = {s: load_split(data, s, seed=cfg.seed) for s in ("train", "validation")}
-    if cfg.test and (data.source == "synthetic" or split_path(data, "test") is not None):
-        test = load_split(data, "test", require_summary=False, seed=cfg.seed)
-        if all(e["summary"] is not None for e in test):
+    load = functools.partial(load_raw, data, seed=cfg.seed, cache_dir=cfg.paths.cache_dir)
+    splits = {s: load(s) for s in ("train", "validation")}
+    if cfg.test and has_split(data, "test"):
+        test = load("test", require_summary=False)
+        if data.summary_column in test.column_names:
             splits["test"] = test
         else:
             print(f"note: the test split has no {data.summary_column!r} column: skipping the test step", file=sys.stderr)
     return splits
 
 
-def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[SummarizationModule, SummarizationDataModule, int]:
-    train_texts = [t for e in splits["train"] for t in (e["text"], e["summary"])]
+def build_module(cfg: DictConfig, splits: dict[str, datasets.Dataset]) -> tuple[SummarizationModule, SummarizationDataModule, int]:
+    train_texts = Texts(splits["train"], cfg.data)
     model, tokenizer, added = build(
         cfg.model, cfg.data, train_texts, cfg.paths.cache_dir, cfg.get("qlora"), cfg.trainer.accelerator
     )
@@ -49,10 +52,10 @@ def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[Summar
     model.generation_config = build_generation_config(cfg.generation, model)  # exported with the model
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = SummarizationModule(
-        model, tokenizer, family, model.generation_config, optim,
-        rouge_tokenizer=cfg.metrics.tokenizer, monitor=cfg.metrics.monitor, mode=cfg.metrics.mode,
+        model, tokenizer, family, model.generation_config, optim, rouge_tokenizer=cfg.metrics.tokenizer,
+        monitor=cfg.metrics.monitor, mode=cfg.metrics.mode, multi_reference=cfg.metrics.multi_reference,
     )  # fmt: skip
-    return module, SummarizationDataModule(cfg.data, family, splits), added
+    return module, SummarizationDataModule(cfg.data, family, splits, cfg.paths.cache_dir), added
 
 
 def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:

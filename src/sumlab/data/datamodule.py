@@ -1,51 +1,69 @@
-"""Lightning data module: tokenized splits, dynamic padding, optional length-grouped training batches."""
+"""Lightning data module: tokenized splits from the cache (memory-mapped Arrow), dynamic padding, samplers.
+
+Under DDP, Lightning runs ``prepare_data`` on each node's local rank 0 while the other ranks wait; it
+builds any missing cache, then every rank's ``setup`` memory-maps the same files. Rows are turned into
+Python lists one batch at a time, so a process's private memory does not grow with the corpus.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import datasets
 import lightning.pytorch as L
+import numpy as np
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from sumlab.data.sources import Example
+from sumlab.data.cache import TokenizedCache
 from sumlab.family import Causal, Seq2Seq
+
+FEATURE_KEYS = ("input_ids", "labels", "prompt_ids", "target_ids")
 
 
 class SummarizationDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DictConfig, family: Seq2Seq | Causal, splits: dict[str, list[Example]]) -> None:
+    def __init__(self, cfg: DictConfig, family: Seq2Seq | Causal, splits: dict[str, datasets.Dataset], cache_dir: str) -> None:
+        """``splits``: raw rows per split, as `sources.load_raw` returns them; tokenized under ``cache_dir``."""
         super().__init__()
         self.cfg = cfg
         self.family = family
         self.splits = splits
-        self._encoded: dict[str, list[tuple[dict[str, Any], Optional[str]]]] = {}
+        self.cache = TokenizedCache(cfg, family, cache_dir)
+        self._tokenized: dict[str, datasets.Dataset] = {}
 
-    def encoded(self, split: str) -> list[tuple[dict[str, Any], Optional[str]]]:
-        """(features with the example's position "idx", reference summary) per example, tokenized once."""
-        if split not in self._encoded:
-            cfg = self.cfg
-            self._encoded[split] = [
-                (
-                    {"idx": i, **self.family.features(e["text"], e["summary"], cfg.max_source_length, cfg.max_target_length)},
-                    e["summary"],
-                )
-                for i, e in enumerate(self.splits[split])
-            ]
-        return self._encoded[split]
+    def prepare_data(self) -> None:
+        for split, raw in self.splits.items():
+            self.cache.prepare(raw, split)
 
-    def collate(self, items: list[tuple[dict[str, Any], Optional[str]]]) -> dict[str, Any]:
-        batch = self.family.collate([features for features, _ in items])
-        batch["references"] = [reference for _, reference in items]
+    def setup(self, stage: Optional[str] = None) -> None:
+        for split in self.splits:
+            self.tokenized(split)
+
+    def tokenized(self, split: str) -> datasets.Dataset:
+        """The split's tokenized rows: idx, id, token ids (int32), source_length, length, summary/references."""
+        if split not in self._tokenized:
+            self._tokenized[split] = self.cache.dataset(self.splits[split], split)
+        return self._tokenized[split]
+
+    def lengths(self, split: str) -> np.ndarray:
+        """Tokens per example (source + target), read from the length column without Python lists."""
+        return self.tokenized(split).data.column("length").to_numpy()
+
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.family.collate([{k: r[k] for k in ("idx", *FEATURE_KEYS) if k in r} for r in rows])
+        batch["references"] = [r["references"] if "references" in r else r.get("summary") for r in rows]
         return batch
 
-    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
-        data = self.encoded(split)
-        sampler = None
+    def _sampler(self, split: str, batch_size: int, train: bool) -> Optional[Sampler]:
         if train and self.cfg.group_by_length:
             # transformers' sampler: shuffled megabatches sorted by length, so batches pad little.
-            lengths = [sum(len(v) for k, v in f.items() if k != "idx") for f, _ in data]
-            sampler = LengthGroupedSampler(batch_size, lengths=lengths)
+            return LengthGroupedSampler(batch_size, lengths=self.lengths(split).tolist())
+        return None
+
+    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
+        data = self.tokenized(split)
+        sampler = self._sampler(split, batch_size, train)
         workers = self.cfg.num_workers
         return DataLoader(
             data, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,

@@ -1,0 +1,167 @@
+"""Tokenized splits, built once with `Dataset.map(batched=True, num_proc=...)` and memory-mapped by every reader.
+
+A split's cache directory under ``<paths.cache_dir>/data`` is named by a key over everything that
+changes its tokens: the raw rows (datasets' fingerprint, plus path, size and mtime of a local file, or
+the hub name and revision), the tokenizer (its full serialization and special tokens), the family (its
+class source and settings), the template, clean-up switches, lengths and reference columns. A changed
+tokenizer therefore never finds an old cache. The directory is built under a temporary name and renamed
+when complete, so a reader (another rank, a sweep trial) sees a whole cache or none.
+
+Why not datasets' own map cache alone: its fingerprint hashes the map function with dill, which is slow
+for a closure holding a tokenizer, and it lives next to the source's cache files (none for in-memory
+synthetic data); an explicit key also lets us prove what invalidates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import datasets
+from datasets.fingerprint import Hasher
+from omegaconf import DictConfig, OmegaConf
+
+from sumlab.data.sources import normalize, not_writable, reference_columns, source_of, split_path
+
+FORMAT = 1  # bump when the layout of the tokenized columns changes
+META = "meta.json"
+# keys of data.* that change the tokenized rows (batch sizes, workers and samplers do not)
+DATA_KEYS = ("text_column", "summary_column", "id_column", "reference_columns", "max_source_length",
+             "max_target_length", "source_template", "unescape_newlines", "collapse_whitespace", "strip")  # fmt: skip
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """A digest of everything the tokenizer does: vocabulary, merges, normalizer, added tokens, templates."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    parts = [type(tokenizer).__name__, backend.to_str() if backend is not None else Hasher.hash(tokenizer),
+             json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str), str(len(tokenizer)),
+             str(getattr(tokenizer, "chat_template", None)), str(getattr(tokenizer, "padding_side", None))]  # fmt: skip
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def family_identity(family: Any) -> str:
+    """The family's code and settings (prefix, separator, ...): a changed encoder must not reuse old tokens."""
+    settings = {k: v for k, v in vars(family).items() if k not in ("tokenizer", "_collator")}
+    return hashlib.sha256((inspect.getsource(type(family)) + Hasher.hash(settings)).encode()).hexdigest()
+
+
+def cache_key(raw: datasets.Dataset, cfg: DictConfig, family: Any, split: str) -> str:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    origin: dict[str, Any] = {"source": source_of(cfg, split), "fingerprint": raw._fingerprint}
+    if origin["source"] == "files":
+        stat = os.stat(split_path(cfg, split))
+        origin.update(path=str(split_path(cfg, split).resolve()), size=stat.st_size, mtime=stat.st_mtime_ns)
+    elif origin["source"] == "hub":
+        origin.update(name=data.get("dataset_name"), config=data.get("dataset_config_name"), revision=data.get("revision"))
+    parts = {
+        "format": FORMAT, "split": split, "origin": origin, "rows": len(raw),
+        "data": {k: data.get(k) for k in DATA_KEYS}, "tokenizer": tokenizer_identity(family.tokenizer),
+        "family": family_identity(family),
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _encode(batch: dict[str, list], indices: list[int], cfg: DictConfig, family: Any, with_references: bool) -> dict[str, list]:
+    ex = normalize(batch, indices, cfg, with_references)
+    has_summary = ex["summary"][0] is not None
+    feats = [
+        family.features(t, s if has_summary else None, cfg.max_source_length, cfg.max_target_length)
+        for t, s in zip(ex["text"], ex["summary"], strict=True)
+    ]
+    out: dict[str, list] = {"idx": list(indices), "id": ex["id"]}
+    for key in feats[0]:
+        out[key] = [f[key] for f in feats]
+    source_key = next(iter(feats[0]))  # input_ids / prompt_ids: what generation reads
+    out["source_length"] = [len(f[source_key]) for f in feats]
+    out["length"] = [sum(len(v) for v in f.values()) for f in feats]
+    if has_summary:
+        out["summary"] = ex["summary"]
+    if "references" in ex:
+        out["references"] = ex["references"]
+    return out
+
+
+def _features(family: Any, has_summary: bool, with_references: bool) -> datasets.Features:
+    ids = datasets.List(datasets.Value("int32"))  # int32: half the bytes of Python's default int64
+    keys = ("input_ids", "labels") if family.name == "seq2seq" else ("prompt_ids", "target_ids")
+    spec = {"idx": datasets.Value("int64"), "id": datasets.Value("string"), keys[0]: ids}
+    if has_summary:
+        spec[keys[1]] = ids
+    spec.update(source_length=datasets.Value("int32"), length=datasets.Value("int32"))
+    if has_summary:
+        spec["summary"] = datasets.Value("string")
+    if with_references:
+        spec["references"] = datasets.List(datasets.Value("string"))
+    return datasets.Features(spec)
+
+
+class TokenizedCache:
+    """Build-if-missing and load for one data config and family; counts what it built (tests, logs)."""
+
+    def __init__(self, cfg: DictConfig, family: Any, root: str) -> None:
+        self.cfg, self.family = cfg, family
+        self.root = Path(root).expanduser() / "data"
+        self.built: list[str] = []  # splits tokenized by this object (not found in the cache)
+
+    def path(self, raw: datasets.Dataset, split: str) -> Path:
+        name = str(self.cfg.get("name") or "data").replace("/", "_")
+        return self.root / f"{name}-{split}-{cache_key(raw, self.cfg, self.family, split)}"
+
+    def prepare(self, raw: datasets.Dataset, split: str) -> Path:
+        """The split's cache directory, built now when missing (or when data.overwrite_cache is set)."""
+        path = self.path(raw, split)
+        if (path / META).is_file() and not self.cfg.get("overwrite_cache"):
+            return path
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+        except OSError as ex:
+            raise not_writable(self.root) from ex
+        try:
+            self._build(raw, split, tmp)
+            if path.exists():  # overwrite_cache, or a concurrent builder finished first
+                old = path.with_name(f".old-{path.name}-{os.getpid()}")
+                path.rename(old)
+                shutil.rmtree(old, ignore_errors=True)
+            tmp.rename(path)
+        except OSError:
+            if not (path / META).is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.built.append(split)
+        return path
+
+    def _build(self, raw: datasets.Dataset, split: str, out: Path) -> None:
+        has_summary = self.cfg.summary_column in raw.column_names
+        with_refs = split != "train" and bool(reference_columns(self.cfg, list(raw.column_names)))
+        workers = self.cfg.get("preprocessing_num_workers") or None
+        workers = min(workers, len(raw)) if workers and workers > 1 else None
+        tokenized = raw.map(
+            _encode, batched=True, with_indices=True, num_proc=workers, remove_columns=raw.column_names,
+            fn_kwargs={"cfg": self.cfg, "family": self.family, "with_references": with_refs},
+            features=_features(self.family, has_summary, with_refs), cache_file_name=str(out / "tokens.arrow"),
+            new_fingerprint=out.name, load_from_cache_file=False, desc=f"tokenizing {split}",
+        )  # fmt: skip
+        files = [Path(f["filename"]).name for f in tokenized.cache_files]
+        (out / META).write_text(json.dumps({"split": split, "rows": len(tokenized), "files": files}), encoding="utf-8")
+
+    @staticmethod
+    def load(path: Path) -> datasets.Dataset:
+        """Memory-mapped: the rows stay on disk, pages are shared by every process reading them."""
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+        parts = [datasets.Dataset.from_file(str(path / f)) for f in meta["files"]]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+    def dataset(self, raw: datasets.Dataset, split: str) -> datasets.Dataset:
+        return self.load(self.prepare(raw, split))
+
+    def cached(self, raw: datasets.Dataset, split: str) -> Optional[Path]:
+        path = self.path(raw, split)
+        return path if (path / META).is_file() else None
