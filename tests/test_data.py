@@ -1,72 +1,240 @@
-"""Data sources: every supported file type reads the same examples; limits and ids behave as documented."""
+"""Data sources: every file type reads the same examples; hub presets build the right load_dataset call;
+bad input is one clear line naming the row, column or key; limits, ids, templates and clean-up behave as documented."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from sumlab.data.sources import load_split
+from conftest import compose_config
+from sumlab.config import DataConfig
+from sumlab.data import sources
+from sumlab.data.sources import load_raw, load_split
 from sumlab.errors import SumlabError
 from sumlab.models import find_tags
 
-ROWS = [{"id": f"d{i}", "dialogue": f"#Person1#: 안녕하세요 {i}\n#Person2#: hi #PhoneNumber#", "summary": f"s{i}"} for i in range(5)]
+ROWS = [{"id": f"d{i}", "dialogue": f"#Person1#: 안녕하세요 {i}\n#Person2#: hi #PhoneNumber#", "summary": f"s{i}", "topic": f"t{i}"}
+        for i in range(5)]  # fmt: skip
 
 
-def _cfg(path: Path, **extra) -> OmegaConf:
-    base = {"source": "files", "dir": str(path.parent), "train_file": path.name, "validation_file": None,
-            "test_file": None, "text_column": "dialogue", "summary_column": "summary", "id_column": "id",
-            "max_train_samples": None, "max_eval_samples": None, "max_predict_samples": None}  # fmt: skip
-    return OmegaConf.create({**base, **extra})
+def data_cfg(path: Path | None = None, **extra) -> OmegaConf:
+    """The data group as the schema types it: files preset around one train file."""
+    base = {"name": "test", "dir": str(path.parent) if path else None, "train_file": path.name if path else None}
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), {**base, **extra})
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def write_jsonl(path: Path, rows: list[dict], bom: bool = False) -> Path:
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    return path
+
+
+def expected(rows: list[dict]) -> list[dict]:
+    return [{"id": r["id"], "text": r["dialogue"], "summary": r["summary"]} for r in rows]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv", ".parquet"])
 def test_every_file_type_reads_the_same_examples(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"train{suffix}"
     frame = pd.DataFrame(ROWS)
     if suffix == ".jsonl":
-        path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
+        write_jsonl(path, ROWS, bom=True)
     elif suffix == ".json":
         path.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
-    elif suffix == ".csv":
-        frame.to_csv(path, index=False, encoding="utf-8-sig")  # with a BOM, as Excel writes
+    elif suffix in (".csv", ".tsv"):
+        frame.to_csv(path, index=False, encoding="utf-8-sig", sep="\t" if suffix == ".tsv" else ",")  # BOM, as Excel writes
     else:
         frame.to_parquet(path)
-    examples = load_split(_cfg(path), "train")
-    assert examples == [{"id": r["id"], "text": r["dialogue"], "summary": r["summary"]} for r in ROWS]
+    assert load_split(data_cfg(path), "train", cache_dir=str(tmp_path / "cache")) == expected(ROWS)
+    raw = load_raw(data_cfg(path), "train", cache_dir=str(tmp_path / "cache"))
+    assert raw.cache_files  # datasets' Arrow copy: memory-mapped, not Python lists
+
+
+def test_csv_cells_stay_text(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("id,dialogue,summary\n007,hello,\n008,NA,1.50\n", encoding="utf-8")
+    examples = load_split(data_cfg(path), "train", cache_dir=str(tmp_path / "c"))
+    assert examples == [{"id": "007", "text": "hello", "summary": ""}, {"id": "008", "text": "NA", "summary": "1.50"}]
 
 
 def test_limit_and_missing_ids(tmp_path: Path) -> None:
-    path = tmp_path / "train.jsonl"
-    path.write_text("\n".join(json.dumps({"dialogue": r["dialogue"], "summary": r["summary"]}) for r in ROWS), encoding="utf-8")
-    examples = load_split(_cfg(path, max_train_samples=3), "train")
+    path = write_jsonl(tmp_path / "train.jsonl", [{"dialogue": r["dialogue"], "summary": r["summary"]} for r in ROWS])
+    examples = load_split(data_cfg(path, max_train_samples=3), "train")
     assert [e["id"] for e in examples] == ["0", "1", "2"]  # row numbers when the id column is absent
 
 
 def test_duplicate_ids_refused(tmp_path: Path) -> None:
-    path = tmp_path / "train.jsonl"
-    path.write_text("\n".join(json.dumps({**r, "id": "same"}) for r in ROWS), encoding="utf-8")
+    path = write_jsonl(tmp_path / "train.jsonl", [{**r, "id": "same"} for r in ROWS])
     with pytest.raises(SumlabError, match="not unique"):
-        load_split(_cfg(path), "train")
+        load_split(data_cfg(path), "train")
 
 
 def test_test_split_without_summaries_when_allowed(tmp_path: Path) -> None:
     path = tmp_path / "test.csv"
     pd.DataFrame([{"fname": "t1", "dialogue": "hello"}]).to_csv(path, index=False)
-    cfg = _cfg(path, train_file=None, test_file=path.name, id_column="fname")
+    cfg = data_cfg(path, train_file=None, test_file=path.name, id_column="fname")
     assert load_split(cfg, "test", require_summary=False) == [{"id": "t1", "text": "hello", "summary": None}]
     with pytest.raises(SumlabError, match="data.summary_column"):
         load_split(cfg, "test")
 
 
 def test_synthetic_source_is_deterministic() -> None:
-    cfg = OmegaConf.create({"source": "synthetic", "synthetic_sizes": {"train": 4}, "max_train_samples": None})
+    cfg = data_cfg(source="synthetic", synthetic_sizes={"train": 4})
     assert load_split(cfg, "train", seed=1) == load_split(cfg, "train", seed=1) != load_split(cfg, "train", seed=2)
 
 
 def test_tags_found_in_data() -> None:
     texts = [r["dialogue"] for r in ROWS]
     assert find_tags(texts, r"#[A-Za-z][A-Za-z0-9_]*#") == ["#Person1#", "#Person2#", "#PhoneNumber#"]
+
+
+# --- templates and clean-up ---------------------------------------------------------------------
+
+
+def test_source_template_uses_any_column(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS[:2])
+    examples = load_split(data_cfg(path, source_template="{topic}: {text}"), "train")
+    assert [e["text"] for e in examples] == [f"{r['topic']}: {r['dialogue']}" for r in ROWS[:2]]
+
+
+def test_unknown_template_placeholder_is_one_line_before_any_work(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    with pytest.raises(SumlabError, match=r"data.source_template names 'speaker', not a column"):
+        load_raw(data_cfg(path, source_template="{speaker}: {text}"), "train")
+
+
+def test_clean_up_switches(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", [{"id": "a", "dialogue": "  #Person1#: hi   there\\n#Person2#:\t yes  ", "summary": " ok  now "}])
+    raw = load_split(data_cfg(path), "train")[0]
+    assert raw["text"] == "  #Person1#: hi   there\\n#Person2#:\t yes  "  # off by default: text as read
+    cleaned = load_split(data_cfg(path, unescape_newlines=True, collapse_whitespace=True, strip=True), "train")[0]
+    assert cleaned["text"] == "#Person1#: hi there\n#Person2#: yes" and cleaned["summary"] == "ok now"
+
+
+# --- bad input: one line naming what to fix ------------------------------------------------------
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes("id,dialogue,summary\n1,안녕하세요,요약\n".encode("cp949"))
+    with pytest.raises(SumlabError, match=r"not UTF-8: .*train.csv \(byte \d+\); re-save it as UTF-8"):
+        load_raw(data_cfg(path), "train")
+
+
+@pytest.mark.parametrize(("cell", "kind"), [(5, "int"), (["a", "b"], "list")])
+def test_text_cell_that_is_not_text_names_the_row(tmp_path: Path, cell, kind: str) -> None:
+    rows = [dict(r) for r in ROWS]
+    rows[2]["dialogue"] = cell
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(SumlabError, match=rf"row 3 of .*train.jsonl: column 'dialogue' holds a {kind}, not text"):
+        load_raw(data_cfg(path), "train")
+
+
+def test_null_cell_names_the_row_and_skip_empty_drops_it(tmp_path: Path, capsys) -> None:
+    rows = [dict(r) for r in ROWS]
+    rows[1]["summary"], rows[3]["dialogue"] = None, "   "
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(SumlabError, match=r"row 2 of .*: column 'summary' is empty \(null\).*data.skip_empty=true"):
+        load_raw(data_cfg(path), "train")
+    kept = load_split(data_cfg(path, skip_empty=True), "train")
+    assert [e["id"] for e in kept] == ["d0", "d2", "d4"]
+    assert "dropped 2 of 5 rows" in capsys.readouterr().err
+
+
+def test_missing_text_column_and_file(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    with pytest.raises(SumlabError, match=r"column 'document' \(data.text_column\) not in"):
+        load_raw(data_cfg(path, text_column="document"), "train")
+    with pytest.raises(SumlabError, match="data file not found"):
+        load_raw(data_cfg(tmp_path / "nope.jsonl"), "train")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SumlabError, match="data file is empty"):
+        load_raw(data_cfg(tmp_path / "empty.jsonl"), "train")
+
+
+def test_cache_dir_not_writable(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SumlabError, match="cache directory is not writable.*paths.cache_dir"):
+        load_raw(data_cfg(path), "train", cache_dir=str(blocker / "cache"))
+
+
+# --- multi-reference columns ------------------------------------------------------------------------
+
+
+def test_reference_columns_list_or_several(tmp_path: Path) -> None:
+    rows = [{**r, "references": [r["summary"], "other"], "ref2": "second"} for r in ROWS]
+    path = write_jsonl(tmp_path / "test.jsonl", rows)
+    cfg = data_cfg(path, train_file=None, test_file=path.name)
+    listed = load_split(OmegaConf.merge(cfg, {"reference_columns": ["references"]}), "test")
+    assert [e["references"] for e in listed] == [[r["summary"], "other"] for r in ROWS]
+    several = load_split(OmegaConf.merge(cfg, {"reference_columns": ["summary", "ref2"]}), "test")
+    assert [e["references"] for e in several] == [[r["summary"], "second"] for r in ROWS]
+
+
+@pytest.mark.parametrize("bad", [[], ["only one"]])
+def test_ragged_or_empty_references_refused(tmp_path: Path, bad: list) -> None:
+    rows = [{**r, "references": ["a", "b"]} for r in ROWS]
+    rows[3]["references"] = bad
+    path = write_jsonl(tmp_path / "test.jsonl", rows)
+    cfg = data_cfg(path, train_file=None, test_file=path.name, reference_columns=["references"])
+    with pytest.raises(SumlabError, match=rf"row 4 of .*'references' \(data.reference_columns\) holds {len(bad)} references"):
+        load_raw(cfg, "test")
+
+
+# --- hub presets: local files when present, else the right load_dataset call (never downloading) ------------
+
+
+HUB_PRESETS = {"cnn_dailymail": ("abisee/cnn_dailymail", "3.0.0", "article"), "xsum": ("EdinburghNLP/xsum", None, "document"),
+               "samsum": ("Samsung/samsum", None, "dialogue"), "dialogsum": ("knkarthick/dialogsum", None, "dialogue")}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(HUB_PRESETS))
+def test_hub_preset_builds_the_load_dataset_call(preset: str, tmp_path: Path, monkeypatch) -> None:
+    name, config, text = HUB_PRESETS[preset]
+    cfg = compose_config([f"data={preset}", f"paths.data_dir={tmp_path / 'none'}", "data.revision=abc123",
+                          "data.validation_split=dev"], run_dir=tmp_path).data  # fmt: skip
+    calls = []
+
+    def fake_load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        return datasets.Dataset.from_list([{"id": "x", text: "a text", cfg.summary_column: "a summary"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    examples = load_split(cfg, "validation", cache_dir=str(tmp_path / "cache"))
+    assert examples == [{"id": "x", "text": "a text", "summary": "a summary"}]
+    assert calls == [((name, config), {"revision": "abc123", "split": "dev", "cache_dir": str(tmp_path / "cache")})]
+
+
+def test_hub_preset_prefers_local_files(tmp_path: Path) -> None:
+    (tmp_path / "dialogsum").mkdir()
+    write_jsonl(tmp_path / "dialogsum" / "dev.jsonl", ROWS)
+    cfg = compose_config(["data=dialogsum", f"paths.data_dir={tmp_path}"], run_dir=tmp_path).data
+    assert sources.source_of(cfg, "validation") == "files" and sources.source_of(cfg, "train") == "hub"
+    assert load_split(cfg, "validation") == expected(ROWS)
+
+
+def test_hub_offline_and_missing_split_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    cfg = compose_config(["data=xsum", f"paths.data_dir={tmp_path}"], run_dir=tmp_path).data
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'EdinburghNLP/xsum' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(SumlabError) as ex:
+        load_raw(cfg, "train")
+    line = str(ex.value)
+    assert "\n" not in line and "'EdinburghNLP/xsum'" in line and f"data.dir={tmp_path}/xsum" in line
+
+    def no_split(*args, **kwargs):
+        raise ValueError('Unknown split "dev". Should be one of [\'train\', \'validation\', \'test\'].')
+
+    monkeypatch.setattr(datasets, "load_dataset", no_split)
+    with pytest.raises(SumlabError, match=r"dataset EdinburghNLP/xsum has no split 'dev': set data.validation_split"):
+        load_raw(OmegaConf.merge(cfg, {"validation_split": "dev"}), "validation")

@@ -110,6 +110,7 @@ def _from_file(path: Path, cache_dir: Optional[str]) -> datasets.Dataset:
     kind = READERS.get(path.suffix.lower())
     if kind is None:
         raise SumlabError(f"unsupported data file type {path.suffix!r}: {path} (use .jsonl, .json, .csv, .tsv or .parquet)")
+    _writable(cache_dir)
     kwargs: dict[str, Any] = {}
     if kind == "csv":
         header = _csv_header(path)
@@ -154,6 +155,14 @@ def _check_utf8(path: Path) -> None:
             offset += len(chunk)
 
 
+def _writable(cache_dir: Optional[str]) -> None:
+    if cache_dir is not None:
+        try:
+            Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        except OSError:
+            raise not_writable(cache_dir) from None
+
+
 def not_writable(where: Any) -> SumlabError:
     return SumlabError(f"cache directory is not writable: {where}: set paths.cache_dir (env SUMLAB_CACHE_DIR) to a writable directory")
 
@@ -162,6 +171,7 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
     name, hub_split = cfg.dataset_name, cfg.get(HUB_SPLIT_KEY[split])
     if not name:
         raise SumlabError("data.source=hub needs data.dataset_name (e.g. abisee/cnn_dailymail)")
+    _writable(cache_dir)
     try:
         return datasets.load_dataset(
             name, cfg.get("dataset_config_name"), revision=cfg.get("revision"), split=hub_split, cache_dir=cache_dir

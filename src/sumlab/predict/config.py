@@ -38,6 +38,7 @@ class PredictModelConfig:
 @dataclass
 class PredictMetricsConfig:
     tokenizer: Optional[str] = None  # ROUGE words: default, whitespace or kiwi; null: the training run's, else default
+    multi_reference: str = "mean"  # with data.reference_columns: mean or max of each ROUGE F1 over an example's references
 
 
 @dataclass

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from sumlab import quiet_lightning_logs
 from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS, check_generation
-from sumlab.data.sources import FILE_KEY, load_split, split_path
+from sumlab.data.sources import FILE_KEY, has_split, load_split
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import Causal, Seq2Seq, generate_texts, make_family
 from sumlab.generation import build_generation_config
@@ -31,7 +31,7 @@ from sumlab.predict.beam_cache import fast_beam_cache
 from sumlab.predict.bucketing import BucketBatchSampler
 from sumlab.predict.config import OUTPUT_FORMATS, digest
 from sumlab.predict.loading import LoadedModel, load
-from sumlab.rouge import score_corpus
+from sumlab.rouge import MULTI_REFERENCE, score_corpus
 from sumlab.rundir import versions, write_json
 
 STATS = ("examples", "batches", "input_tokens", "input_padding", "generated_tokens")
@@ -122,6 +122,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.split not in FILE_KEY:
         raise SumlabError(f"data.split={cfg.data.split} is unknown: use one of {list(FILE_KEY)}")
     check_generation(cfg.generation)
+    if cfg.metrics.multi_reference not in MULTI_REFERENCE:
+        raise SumlabError(f"metrics.multi_reference={cfg.metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}")
     if cfg.metrics.tokenizer is not None and cfg.metrics.tokenizer not in ROUGE_TOKENIZERS:
         raise SumlabError(f"metrics.tokenizer={cfg.metrics.tokenizer} is unknown: use one of {list(ROUGE_TOKENIZERS)}")
     if cfg.model_dir in (None, ""):
@@ -130,10 +132,11 @@ def validate(cfg: DictConfig) -> None:
 
 def load_examples(cfg: DictConfig) -> list[dict[str, Any]]:
     split = cfg.data.split
-    if cfg.data.source != "synthetic" and split_path(cfg.data, split) is None:
+    if not has_split(cfg.data, split):
         raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/file.jsonl (data.split={split})")
     # predict.py has one split, so data.max_predict_samples limits whichever it is
-    examples = load_split(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples")
+    examples = load_split(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples",
+                          cache_dir=cfg.paths.cache_dir)
     if not examples:
         raise SumlabError(f"no examples to predict in data.split={split} of data={cfg.data.name}")
     empty = sum(1 for e in examples if not e["text"].strip())
@@ -210,7 +213,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     rows = writer.merge(out, examples)
     stats, seconds = module.stats, module.seconds
-    references = [r.get("reference") for r in rows]
+    # data.reference_columns: every reference of an example, else the summary column's one
+    references = [e["references"] for e in examples] if "references" in examples[0] else [r.get("reference") for r in rows]
     metrics: dict[str, Any] = {
         "model_dir": str(cfg.model_dir),
         "model": loaded.source,
@@ -235,7 +239,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if all(r is not None for r in references):
         metrics["rouge_tokenizer"] = rouge_tokenizer
-        metrics["rouge"] = score_corpus([r["prediction"] for r in rows], references, rouge_tokenizer)
+        metrics["rouge"] = score_corpus([r["prediction"] for r in rows], references, rouge_tokenizer, cfg.metrics.multi_reference)
     metrics["versions"] = versions()
     write_json(out / writer.METRICS, metrics)
     files = writer.write_outputs(out, rows, cfg.output.format, cfg.output.id_header, cfg.output.summary_header)
