@@ -39,7 +39,10 @@ DATA_KEYS = ("text_column", "summary_column", "id_column", "reference_columns", 
 def tokenizer_identity(tokenizer: Any) -> str:
     """A digest of everything the tokenizer does: vocabulary, merges, normalizer, added tokens, templates."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    parts = [type(tokenizer).__name__, backend.to_str() if backend is not None else Hasher.hash(tokenizer),
+    if backend is not None:
+        # truncation/padding are per-call state that encoding itself changes, not what the tokenizer does
+        state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    parts = [type(tokenizer).__name__, json.dumps(state, sort_keys=True) if backend is not None else Hasher.hash(tokenizer),
              json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str), str(len(tokenizer)),
              str(getattr(tokenizer, "chat_template", None)), str(getattr(tokenizer, "padding_side", None))]  # fmt: skip
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
