@@ -171,6 +171,61 @@ def test_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScore
         assert corpus[key] == pytest.approx(totals[key] / len(ascii_pairs), abs=1e-6)
 
 
+def _lead(dialogue: str, words: int = 30) -> str:
+    """A lead baseline prediction: the dialogue's first words, speaker tags dropped."""
+    return " ".join(w for w in dialogue.split() if not w.startswith("#Person"))[: words * 8].rsplit(" ", 1)[0]
+
+
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_multi_reference_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScorer, how: str) -> None:
+    path = DIALOGSUM / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if all(t.isascii() for t in [r["dialogue"], *r["references"]])]  # rouge_score is ASCII-only
+    assert len(rows) > 450 and all(len(r["references"]) == 3 for r in rows)
+    preds = [_lead(r["dialogue"]) for r in rows]
+    pick = max if how == "max" else (lambda v: sum(v) / len(v))
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, row in zip(preds, rows, strict=True):
+        per_ref = [google_scorer.score(ref, pred) for ref in row["references"]]
+        for i, ref in enumerate(row["references"]):  # Lsum: rouge_score splits sentences on newlines; give it ours
+            per_ref[i]["rougeLsum"] = google_scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))["rougeLsum"]
+        ours = rouge.score_references(pred, row["references"], multi_reference=how)
+        for key in ROUGE_KEYS:
+            theirs = pick([s[key].fmeasure for s in per_ref])
+            assert ours[key] == pytest.approx(theirs, abs=1e-6), (key, pred)
+            totals[key] += theirs
+    corpus = score_corpus(preds, [r["references"] for r in rows], multi_reference=how)
+    for key in ROUGE_KEYS:
+        assert corpus[key] == pytest.approx(totals[key] / len(rows), abs=1e-6)
+    first_only = score_corpus(preds, [r["references"][0] for r in rows])
+    assert corpus["rouge1"] != pytest.approx(first_only["rouge1"], abs=1e-4)  # the other references count
+
+
+def test_single_reference_numbers_unchanged() -> None:
+    preds, refs = ["the cat sat on the mat", "a dog barked"], ["a cat was on the mat", "the dog barked loudly"]
+    for how in ("mean", "max"):
+        assert score_corpus(preds, [[r] for r in refs], multi_reference=how) == score_corpus(preds, refs)
+    assert rouge.score_references(preds[0], refs[0]) == score_pair(preds[0], refs[0])
+    with pytest.raises(ValueError, match="no references"):
+        score_corpus(preds, [[], [refs[1]]])
+
+
+def test_rouge_metric_scores_reference_lists() -> None:
+    import torch
+
+    from sumlab.metrics import RougeMetric
+
+    preds, refs = ["the cat sat on the mat", "a dog barked"], [["a cat was on the mat", "the cat sat"], ["the dog barked"] * 2]
+    for how in ("mean", "max"):
+        metric = RougeMetric(multi_reference=how)
+        metric.update(torch.tensor([0, 1]), preds, refs, torch.tensor([6, 3]))
+        got = metric.compute()
+        want = score_corpus(preds, refs, multi_reference=how)
+        assert all(got[k] == pytest.approx(want[k]) for k in (*ROUGE_KEYS, "rouge_combined"))
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 PREDS = ["the cat sat on the mat", "회의는 Zoom 으로 진행합니다", ""]
@@ -213,6 +268,16 @@ def test_cli_csv_with_columns_and_tokenizer(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {**score_corpus(PREDS, REFS, "whitespace"), "n": 3}
 
 
+@pytest.mark.parametrize("how", ["mean", "max"])
+def test_cli_reference_lists(tmp_path: Path, how: str) -> None:
+    refs = [[r, "the mat"] for r in REFS]
+    preds = _write_jsonl(tmp_path / "preds.jsonl", [{"prediction": p} for p in PREDS])
+    gold = _write_jsonl(tmp_path / "refs.jsonl", [{"summary": r[0], "references": r} for r in refs])
+    result = _run_cli(preds, gold, "--ref-column", "references", "--multi-reference", how)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {**score_corpus(PREDS, refs, multi_reference=how), "n": 3}
+
+
 def _bad_inputs(tmp: Path) -> dict[str, tuple[list[object], str]]:
     """name -> (CLI args, text the error line must contain)."""
     good = tmp / "good.txt"
@@ -224,6 +289,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[object], str]]:
     (tmp / "badjson.jsonl").write_text('{"prediction": "a"}\n{"prediction": "b\n', encoding="utf-8")
     (tmp / "nocol.csv").write_text("id,output\n1,a\n2,b\n", encoding="utf-8")
     (tmp / "three.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    _write_jsonl(tmp / "ragged.jsonl", [{"references": ["a", "b"]}, {"references": ["b"]}])
+    _write_jsonl(tmp / "emptyrefs.jsonl", [{"references": ["a"]}, {"references": []}])
     return {
         "missing file": ([tmp / "nope.jsonl", good], "not found"),
         "empty file": ([tmp / "empty.txt", good], "empty"),
@@ -234,12 +301,15 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[object], str]]:
         "bad json line": ([tmp / "badjson.jsonl", good], "line 2"),
         "csv column absent": ([tmp / "nocol.csv", good, "--column", "pred"], "'pred'"),
         "count mismatch": ([tmp / "three.txt", good], "3 predictions"),
+        "ragged references": ([good, tmp / "ragged.jsonl", "--ref-column", "references"], "different numbers of references"),
+        "empty references": ([good, tmp / "emptyrefs.jsonl", "--ref-column", "references"], "non-empty list"),
     }
 
 
 @pytest.mark.parametrize("case", [
     "missing file", "empty file", "not utf-8", "no known column", "named column absent",
-    "column missing on a line", "bad json line", "csv column absent", "count mismatch"])
+    "column missing on a line", "bad json line", "csv column absent", "count mismatch", "ragged references",
+    "empty references"])
 def test_cli_bad_input(tmp_path: Path, case: str) -> None:
     args, expected = _bad_inputs(tmp_path)[case]
     result = _run_cli(*args)
