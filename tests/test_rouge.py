@@ -171,36 +171,37 @@ def test_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScore
         assert corpus[key] == pytest.approx(totals[key] / len(ascii_pairs), abs=1e-6)
 
 
-def _lead(dialogue: str, words: int = 30) -> str:
+def _lead(dialogue: str, words: int = 20) -> str:
     """A lead baseline prediction: the dialogue's first words, speaker tags dropped."""
-    return " ".join(w for w in dialogue.split() if not w.startswith("#Person"))[: words * 8].rsplit(" ", 1)[0]
+    return " ".join([w for w in dialogue.split() if not w.startswith("#Person")][:words])
 
 
-@pytest.mark.parametrize("how", ["mean", "max"])
-def test_multi_reference_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScorer, how: str) -> None:
+def test_multi_reference_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScorer) -> None:
     path = DIALOGSUM / "test.jsonl"
     if not path.exists():
         pytest.skip(f"{path} not present")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     rows = [r for r in rows if all(t.isascii() for t in [r["dialogue"], *r["references"]])]  # rouge_score is ASCII-only
     assert len(rows) > 450 and all(len(r["references"]) == 3 for r in rows)
+    rows = rows[:150]  # enough pairs to cover the rules, few enough to stay quick
     preds = [_lead(r["dialogue"]) for r in rows]
-    pick = max if how == "max" else (lambda v: sum(v) / len(v))
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    picks = {"mean": lambda v: sum(v) / len(v), "max": max}
+    totals = {how: dict.fromkeys(ROUGE_KEYS, 0.0) for how in picks}
     for pred, row in zip(preds, rows, strict=True):
         per_ref = [google_scorer.score(ref, pred) for ref in row["references"]]
         for i, ref in enumerate(row["references"]):  # Lsum: rouge_score splits sentences on newlines; give it ours
             per_ref[i]["rougeLsum"] = google_scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))["rougeLsum"]
-        ours = rouge.score_references(pred, row["references"], multi_reference=how)
-        for key in ROUGE_KEYS:
-            theirs = pick([s[key].fmeasure for s in per_ref])
-            assert ours[key] == pytest.approx(theirs, abs=1e-6), (key, pred)
-            totals[key] += theirs
-    corpus = score_corpus(preds, [r["references"] for r in rows], multi_reference=how)
-    for key in ROUGE_KEYS:
-        assert corpus[key] == pytest.approx(totals[key] / len(rows), abs=1e-6)
-    first_only = score_corpus(preds, [r["references"][0] for r in rows])
-    assert corpus["rouge1"] != pytest.approx(first_only["rouge1"], abs=1e-4)  # the other references count
+        for how, pick in picks.items():
+            ours = rouge.score_references(pred, row["references"], multi_reference=how)
+            for key in ROUGE_KEYS:
+                theirs = pick([s[key].fmeasure for s in per_ref])
+                assert ours[key] == pytest.approx(theirs, abs=1e-6), (how, key, pred)
+                totals[how][key] += theirs
+    references = [r["references"] for r in rows]
+    for how in picks:
+        corpus = score_corpus(preds, references, multi_reference=how)
+        assert all(corpus[k] == pytest.approx(totals[how][k] / len(rows), abs=1e-6) for k in ROUGE_KEYS)
+    assert totals["max"]["rouge1"] > totals["mean"]["rouge1"] + 1  # the modes differ on real data
 
 
 def test_single_reference_numbers_unchanged() -> None:
