@@ -167,8 +167,12 @@ def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
     overrides = [*TINY_RUN, "data.eval_batch_size=1"]  # 9 validation examples: rank 1 gets a repeat
     proc = run_cli("train.py", *overrides, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                   f"hydra.run.dir={run_dir}", timeout=900)  # fmt: skip
+                   f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # one process tokenized each split while the other waited; both then memory-mapped the same files
+    for split in ("train", "validation", "test"):
+        assert proc.stdout.count(f"data: tokenized {split} ") == 1, proc.stdout[-3000:]
+    assert len(list((tmp_path / "cache" / "data").glob("*-train-*"))) == 1
     ddp = json.loads((run_dir / "metrics.json").read_text())["validation"]
     assert ddp["num_examples"] == 9
 

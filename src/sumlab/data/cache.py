@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -126,6 +127,7 @@ class TokenizedCache:
             tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
         except OSError as ex:
             raise not_writable(self.root) from ex
+        started = time.perf_counter()
         try:
             self._build(raw, split, tmp)
             if path.exists():  # overwrite_cache, or a concurrent builder finished first
@@ -139,6 +141,7 @@ class TokenizedCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.built.append(split)
+        print(f"data: tokenized {split} ({len(raw)} rows, {time.perf_counter() - started:.1f} s) into {path}", flush=True)
         return path
 
     def _build(self, raw: datasets.Dataset, split: str, out: Path) -> None:
