@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
 import re
 import string
 import sys
@@ -34,7 +35,7 @@ READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".pa
 Example = dict  # {"id": str, "text": str, "summary": str | None[, "references": list[str]]}
 
 datasets.disable_progress_bars()  # bars for tiny local files would bury the one-line errors
-datasets.logging.set_verbosity_error()
+datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its error logs repeat what our one line says
 
 
 def split_path(cfg: DictConfig, split: str) -> Optional[Path]:
@@ -123,6 +124,8 @@ def _from_file(path: Path, cache_dir: Optional[str]) -> datasets.Dataset:
         raise not_writable(ex.filename or cache_dir) from None
     except Exception as ex:  # the readers (pyarrow, pandas) raise many types for a malformed file
         _check_utf8(path)
+        if kind == "json":
+            _check_json(path)
         cause = str(ex.__cause__ or ex).splitlines()[0][:200] if str(ex.__cause__ or ex) else type(ex).__name__
         raise SumlabError(f"cannot read {kind.upper()} file {path}: {cause}") from None
     if len(ds) == 0:
@@ -161,6 +164,25 @@ def _writable(cache_dir: Optional[str]) -> None:
             Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
         except OSError:
             raise not_writable(cache_dir) from None
+
+
+def _check_json(path: Path) -> None:
+    """Name the first line that is not JSON (pyarrow's message counts blocks, not lines); error path only."""
+    with open(path, encoding="utf-8-sig") as f:
+        if f.read(4096).lstrip().startswith("["):
+            f.seek(0)
+            try:
+                json.load(f)
+            except json.JSONDecodeError as ex:
+                raise SumlabError(f"invalid JSON in {path}: {ex}") from None
+            return
+        f.seek(0)
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as ex:
+                    raise SumlabError(f"invalid JSON on line {number} of {path}: {ex.msg}") from None
 
 
 def not_writable(where: Any) -> SumlabError:
