@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast bench clean sweep results predict bench-predict bench-memory
+.PHONY: install train test test-fast bench clean sweep results predict bench-predict bench-memory bench-data
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -22,7 +22,7 @@ test-fast:  ## skip the tests that train or spawn processes
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
-bench: bench-predict bench-memory  ## every benchmark (results go in BENCHMARKS.md)
+bench: bench-predict bench-memory bench-data  ## every benchmark (results go in BENCHMARKS.md)
 
 BENCH_MODEL ?= $(MODEL_DIR)
 bench-predict:  ## predict.py vs a plain generate loop on DialogSum test: make bench-predict MODEL_DIR=<run trained on dialogsum> [ARGS="--bf16"]
@@ -30,6 +30,9 @@ bench-predict:  ## predict.py vs a plain generate loop on DialogSum test: make b
 
 bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
 	$(PY) benchmarks/bench_memory.py $(ARGS)
+
+bench-data:  ## data preparation, pandas+lists baseline vs datasets cache: cold/warm s, private bytes/token, 50k CNN/DM-sized rows built from ../shared/data (ARGS="--rows 5000" for a quick run)
+	$(PY) benchmarks/bench_data.py $(ARGS)
 
 # Sweeps: N workers (processes) on one study in one sweep directory; re-running the same command resumes it.
 SWEEP ?= hyperparameter_sweep

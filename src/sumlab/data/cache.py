@@ -28,7 +28,7 @@ import datasets
 from datasets.fingerprint import Hasher
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.data.sources import normalize, not_writable, reference_columns, source_of, split_path
+from sumlab.data.sources import normalize, not_writable, release_memory, reference_columns, source_of, split_path
 
 FORMAT = 1  # bump when the layout of the tokenized columns changes
 META = "meta.json"
@@ -140,6 +140,7 @@ class TokenizedCache:
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        release_memory()
         self.built.append(split)
         print(f"data: tokenized {split} ({len(raw)} rows, {time.perf_counter() - started:.1f} s) into {path}", flush=True)
         return path
