@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from datasets import IterableDataset
 from datasets.table import MemoryMappedTable
 
 from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import load_raw, load_split
+from sumlab.errors import SumlabError
 from sumlab.family import make_family
 from sumlab.models import add_tags, train_tiny_tokenizer
 from test_data import ROWS, data_cfg, write_jsonl
@@ -106,3 +109,19 @@ def test_multi_reference_rows_reach_the_batch(tmp_path: Path, tokenizer) -> None
     batch = next(iter(dm.val_dataloader()))
     assert batch["references"] == [[r["summary"], "x"] for r in ROWS[:2]]
     assert next(iter(dm.train_dataloader()))["references"][0] in {r["summary"] for r in ROWS}  # training: the summary
+
+
+def test_streaming_yields_the_cached_rows_without_a_cache(tmp_path: Path, tokenizer) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    cached = module(path, tmp_path / "cache", tokenizer)
+    streamed = module(path, tmp_path / "stream", tokenizer, streaming=True)
+    assert isinstance(streamed.splits["train"], IterableDataset)
+    streamed.prepare_data()
+    val = [b for b in streamed.val_dataloader()]
+    want = [b for b in cached.val_dataloader()]
+    assert [b["idx"].tolist() for b in val] == [b["idx"].tolist() for b in want]
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(val, want, strict=True))
+    assert sorted(i for b in streamed.train_dataloader() for i in b["idx"].tolist()) == list(range(len(ROWS)))
+    assert not (tmp_path / "stream" / "data").exists()  # nothing tokenized to disk
+    with pytest.raises(SumlabError, match="not available with data.streaming=true"):
+        streamed.lengths("train")

@@ -82,7 +82,8 @@ class DataConfig:
     train_split: str = "train"  # the hub dataset's name for each split
     validation_split: str = "validation"
     test_split: str = "test"
-    streaming: bool = False  # hub/files read as iterable datasets, nothing cached on disk (no length grouping, no sizes)
+    streaming: bool = False  # read hub/files as iterable datasets, tokenized as read, no cache: no group_by_length, no epoch sizes
+    shuffle_buffer: int = 10000  # data.streaming: training rows are shuffled within a buffer of this many rows
     text_column: str = "dialogue"  # column holding the text to summarize
     summary_column: str = "summary"  # column holding the reference summary (the training target)
     id_column: Optional[str] = "id"  # example ids; row numbers when null or absent
@@ -281,6 +282,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.metrics.multi_reference not in MULTI_REFERENCE:
         raise SumlabError(f"metrics.multi_reference={cfg.metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}")
     check_data(cfg.data)
+    if cfg.data.streaming and cfg.trainer.max_steps < 1:  # else the LR schedule has no length to span
+        raise SumlabError("data.streaming=true: a stream has no length; set trainer.max_steps")
     if not 0.0 <= cfg.optim.warmup_ratio < 1.0:
         raise SumlabError(f"optim.warmup_ratio={cfg.optim.warmup_ratio} must be in [0, 1)")
     if not 0.0 <= cfg.optim.label_smoothing < 1.0:

@@ -132,7 +132,7 @@ def run(cfg: DictConfig) -> float:
         "monitor": cfg.metrics.monitor,
         "validation": best_val,
         "test": module.test_metrics,
-        "examples": {s: len(v) for s, v in splits.items()},
+        "examples": {s: len(v) if isinstance(v, datasets.Dataset) else None for s, v in splits.items()},  # streams: unknown
         "tags_added_to_vocabulary": added,
         "global_step": trainer.global_step,
         "train_tokens": module.train_tokens,

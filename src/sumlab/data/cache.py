@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import datasets
 from datasets.fingerprint import Hasher
@@ -145,15 +145,22 @@ class TokenizedCache:
         print(f"data: tokenized {split} ({len(raw)} rows, {time.perf_counter() - started:.1f} s) into {path}", flush=True)
         return path
 
-    def _build(self, raw: datasets.Dataset, split: str, out: Path) -> None:
+    def _encoding(self, raw: datasets.Dataset | datasets.IterableDataset, split: str) -> dict[str, Any]:
+        """Dataset.map arguments shared by the cached build and data.streaming."""
         has_summary = self.cfg.summary_column in raw.column_names
         with_refs = split != "train" and bool(reference_columns(self.cfg, list(raw.column_names)))
+        return dict(function=_encode, batched=True, with_indices=True, remove_columns=raw.column_names,
+                    fn_kwargs={"cfg": self.cfg, "family": self.family, "with_references": with_refs},
+                    features=_features(self.family, has_summary, with_refs))  # fmt: skip
+
+    def stream(self, raw: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        return raw.map(**self._encoding(raw, split))
+
+    def _build(self, raw: datasets.Dataset, split: str, out: Path) -> None:
         workers = self.cfg.get("preprocessing_num_workers") or None
         workers = min(workers, len(raw)) if workers and workers > 1 else None
         tokenized = raw.map(
-            _encode, batched=True, with_indices=True, num_proc=workers, remove_columns=raw.column_names,
-            fn_kwargs={"cfg": self.cfg, "family": self.family, "with_references": with_refs},
-            features=_features(self.family, has_summary, with_refs), cache_file_name=str(out / "tokens.arrow"),
+            **self._encoding(raw, split), num_proc=workers, cache_file_name=str(out / "tokens.arrow"),
             new_fingerprint=out.name, load_from_cache_file=False, desc=f"tokenizing {split}",
         )  # fmt: skip
         files = [Path(f["filename"]).name for f in tokenized.cache_files]
@@ -168,7 +175,3 @@ class TokenizedCache:
 
     def dataset(self, raw: datasets.Dataset, split: str) -> datasets.Dataset:
         return self.load(self.prepare(raw, split))
-
-    def cached(self, raw: datasets.Dataset, split: str) -> Optional[Path]:
-        path = self.path(raw, split)
-        return path if (path / META).is_file() else None

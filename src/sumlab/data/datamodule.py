@@ -12,11 +12,13 @@ from typing import Any, Optional
 import datasets
 import lightning.pytorch as L
 import numpy as np
+from datasets.distributed import split_dataset_by_node
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from sumlab.data.cache import TokenizedCache
+from sumlab.errors import SumlabError
 from sumlab.family import Causal, Seq2Seq
 
 FEATURE_KEYS = ("input_ids", "labels", "prompt_ids", "target_ids")
@@ -34,21 +36,39 @@ class SummarizationDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         for split, raw in self.splits.items():
-            self.cache.prepare(raw, split)
+            if not isinstance(raw, datasets.IterableDataset):  # streams are tokenized as they are read
+                self.cache.prepare(raw, split)
 
     def setup(self, stage: Optional[str] = None) -> None:
         for split in self.splits:
             self.tokenized(split)
 
-    def tokenized(self, split: str) -> datasets.Dataset:
+    def tokenized(self, split: str) -> datasets.Dataset | datasets.IterableDataset:
         """The split's tokenized rows: idx, id, token ids (int32), source_length, length, summary/references."""
         if split not in self._tokenized:
-            self._tokenized[split] = self.cache.dataset(self.splits[split], split)
+            raw = self.splits[split]
+            if isinstance(raw, datasets.IterableDataset):
+                self._tokenized[split] = self._stream(raw, split)
+            else:
+                self._tokenized[split] = self.cache.dataset(raw, split)
         return self._tokenized[split]
+
+    def _stream(self, raw: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        """data.streaming: tokenized lazily; training rows shuffled within a buffer; each rank reads its own rows."""
+        ds = self.cache.stream(raw, split)
+        if split == "train":
+            ds = ds.shuffle(seed=0, buffer_size=self.cfg.shuffle_buffer)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            ds = split_dataset_by_node(ds, rank=trainer.global_rank, world_size=trainer.world_size)
+        return ds
 
     def lengths(self, split: str) -> np.ndarray:
         """Tokens per example (source + target), read from the length column without Python lists."""
-        return self.tokenized(split).data.column("length").to_numpy()
+        ds = self.tokenized(split)
+        if isinstance(ds, datasets.IterableDataset):
+            raise SumlabError("lengths are not known before reading a stream: not available with data.streaming=true")
+        return ds.data.column("length").to_numpy()
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.family.collate([{k: r[k] for k in ("idx", *FEATURE_KEYS) if k in r} for r in rows])
@@ -63,6 +83,8 @@ class SummarizationDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         data = self.tokenized(split)
+        if isinstance(data, datasets.IterableDataset):  # order is the stream's (shuffled in _stream)
+            return DataLoader(data, batch_size=batch_size, collate_fn=self.collate, num_workers=self.cfg.num_workers)
         sampler = self._sampler(split, batch_size, train)
         workers = self.cfg.num_workers
         return DataLoader(

@@ -11,6 +11,7 @@ import codecs
 import ctypes
 import csv
 import json
+import logging
 import re
 import string
 import sys
@@ -68,11 +69,13 @@ def has_split(cfg: DictConfig, split: str) -> bool:
 def load_raw(
     cfg: DictConfig, split: str, require_summary: bool = True, seed: int = 0, limit_key: Optional[str] = None,
     cache_dir: Optional[str] = None,
-) -> datasets.Dataset:
+) -> datasets.Dataset | datasets.IterableDataset:
     """The split's rows as read (every column), checked and limited; memory-mapped unless synthetic.
 
     ``cache_dir``: where datasets keeps its Arrow copy of files and hub data (None: its own default).
     The first N rows are kept where ``limit_key`` (default: the split's own max_*_samples key) is set.
+    With data.streaming an IterableDataset: rows are read as they are used, so only its columns are
+    checked up front (a bad cell fails when it is reached).
     """
     source = source_of(cfg, split)
     if source == "synthetic":
@@ -84,8 +87,23 @@ def load_raw(
         path = split_path(cfg, split)
         if path is None:
             raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/{split}.jsonl")
-        ds, where = _from_file(path, cache_dir), str(path)
-    return check(ds, cfg, where, split, require_summary, cfg.get(limit_key or LIMIT_KEY[split]))
+        ds, where = _from_file(path, cache_dir, bool(cfg.get("streaming"))), str(path)
+    limit = cfg.get(limit_key or LIMIT_KEY[split])
+    if isinstance(ds, datasets.IterableDataset):
+        return _check_stream(ds, cfg, where, require_summary, limit)
+    return check(ds, cfg, where, split, require_summary, limit)
+
+
+def _check_stream(
+    ds: datasets.IterableDataset, cfg: DictConfig, where: str, require_summary: bool, limit: Optional[int]
+) -> datasets.IterableDataset:
+    ds = ds._resolve_features()  # reads the first rows: their columns are checked like a file's
+    columns = list(ds.column_names)
+    for column, key, needed in ((cfg.text_column, "text_column", True), (cfg.summary_column, "summary_column", require_summary)):
+        if needed and column not in columns:
+            raise SumlabError(f"column {column!r} (data.{key}) not in {where}; it has {columns}: set data.{key}")
+    check_template(cfg, columns, where)
+    return ds.take(limit) if limit is not None else ds
 
 
 def load_split(
@@ -104,7 +122,7 @@ def load_split(
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _from_file(path: Path, cache_dir: Optional[str]) -> datasets.Dataset:
+def _from_file(path: Path, cache_dir: Optional[str], streaming: bool = False) -> datasets.Dataset | datasets.IterableDataset:
     if not path.is_file():
         raise SumlabError(f"data file not found: {path} (check data.dir and the data.*_file keys)")
     if path.stat().st_size == 0:
@@ -120,7 +138,7 @@ def _from_file(path: Path, cache_dir: Optional[str]) -> datasets.Dataset:
         kwargs = {"sep": "\t" if path.suffix.lower() == ".tsv" else ",", "keep_default_na": False,
                   "encoding": "utf-8-sig", "features": datasets.Features({c: datasets.Value("string") for c in header})}  # fmt: skip
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir, streaming=streaming, **kwargs)
     except PermissionError as ex:
         raise not_writable(ex.filename or cache_dir) from None
     except Exception as ex:  # the readers (pyarrow, pandas) raise many types for a malformed file
@@ -129,6 +147,8 @@ def _from_file(path: Path, cache_dir: Optional[str]) -> datasets.Dataset:
             _check_json(path)
         cause = str(ex.__cause__ or ex).splitlines()[0][:200] if str(ex.__cause__ or ex) else type(ex).__name__
         raise SumlabError(f"cannot read {kind.upper()} file {path}: {cause}") from None
+    if streaming:
+        return ds
     release_memory()
     if len(ds) == 0:
         raise SumlabError(f"data file has no rows: {path}")
@@ -209,9 +229,13 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
     if not name:
         raise SumlabError("data.source=hub needs data.dataset_name (e.g. abisee/cnn_dailymail)")
     _writable(cache_dir)
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # offline, its retry warnings would bury the one line that says what to do
     try:
         ds = datasets.load_dataset(
-            name, cfg.get("dataset_config_name"), revision=cfg.get("revision"), split=hub_split, cache_dir=cache_dir
+            name, cfg.get("dataset_config_name"), revision=cfg.get("revision"), split=hub_split, cache_dir=cache_dir,
+            **({"streaming": True} if cfg.get("streaming") else {}),
         )
         release_memory()
         return ds
@@ -225,6 +249,8 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
         raise _hub_error(cfg, split, ex) from None
     except Exception as ex:  # offline, unknown name, gated: datasets raises many types
         raise _hub_error(cfg, split, ex) from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def _hub_error(cfg: DictConfig, split: str, ex: Exception) -> SumlabError:
@@ -388,13 +414,15 @@ class Texts:
     Re-iterable like a list, without holding the split in Python strings.
     """
 
-    def __init__(self, ds: datasets.Dataset, cfg: DictConfig, batch_size: int = 1000) -> None:
+    def __init__(self, ds: datasets.Dataset | datasets.IterableDataset, cfg: DictConfig, batch_size: int = 1000) -> None:
         self.ds, self.cfg, self.batch_size = ds, cfg, batch_size
 
     def __iter__(self) -> Any:
-        for start in range(0, len(self.ds), self.batch_size):
-            stop = min(start + self.batch_size, len(self.ds))
-            ex = normalize(self.ds[start:stop], range(start, stop), self.cfg, with_references=False)
+        start = 0
+        for batch in self.ds.iter(batch_size=self.batch_size):
+            stop = start + len(batch[self.cfg.text_column])
+            ex = normalize(batch, range(start, stop), self.cfg, with_references=False)
+            start = stop
             for text, summary in zip(ex["text"], ex["summary"], strict=True):
                 yield text
                 if summary is not None:
