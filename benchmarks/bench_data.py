@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,12 @@ def rss_anon() -> int:
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+
+
+def cpu_seconds() -> float:
+    """User + system time of this process and its finished children (map workers): robust to a busy machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def build_corpus(path: Path, rows: int, words: int = 700) -> None:
@@ -111,7 +118,7 @@ def measure(path: str, corpus: Path, tokenizer_dir: Path, cache: Path, workers: 
 
     family.features("warm up", "the tokenizer", 8, 8)
     cfg = data_cfg(corpus, workers)  # (imports the config schema before the first reading)
-    before, started = rss_anon(), time.perf_counter()
+    before, started, cpu = rss_anon(), time.perf_counter(), cpu_seconds()
     if path == "baseline":
         examples = baseline_load_split(corpus, "article", "highlights")  # its data module kept both
         data = baseline_encoded(family, examples)
@@ -122,9 +129,9 @@ def measure(path: str, corpus: Path, tokenizer_dir: Path, cache: Path, workers: 
         dm.setup("fit")
         tokens = int(dm.lengths("train").sum())
         data = dm.tokenized("train")
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     added = rss_anon() - before
-    return {"seconds": round(seconds, 2), "private_bytes": added, "tokens": tokens, "bytes_per_token": round(added / tokens, 2)}
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "private_bytes": added, "tokens": tokens, "bytes_per_token": round(added / tokens, 2)}
 
 
 def run_measure(args: argparse.Namespace, path: str, cache: Path, workers: int | None) -> dict:
@@ -172,12 +179,13 @@ def main() -> None:
         warm = run_measure(args, "new", tmp / "cache1", None)
         cold2 = run_measure(args, "new", tmp / "cache2", 2)
     print(f"tokens kept: baseline {base['tokens']}, new {cold['tokens']}")
-    print("| path | cold s | warm s | private bytes/token (cold process) | (warm process) |")
+    print("| path | cold s (CPU s) | warm s (CPU s) | private bytes/token: cold process | warm process |")
     print("|---|---|---|---|---|")
-    print(f"| baseline (pandas + lists) | {base['seconds']} | {base_warm['seconds']} | {base['bytes_per_token']} | {base_warm['bytes_per_token']} |")
-    print(f"| datasets cache, 1 process | {cold['seconds']} | {warm['seconds']} | {cold['bytes_per_token']} | {warm['bytes_per_token']} |")
-    print(f"| datasets cache, preprocessing_num_workers=2 | {cold2['seconds']} | - | {cold2['bytes_per_token']} | - |")
-    print(f"new/baseline cold: {cold['seconds'] / base['seconds']:.2f}x (1 process), {cold2['seconds'] / base['seconds']:.2f}x (2 workers)")
+    print(f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | {base_warm['seconds']} ({base_warm['cpu_seconds']}) | {base['bytes_per_token']} | {base_warm['bytes_per_token']} |")
+    print(f"| datasets cache, 1 process | {cold['seconds']} ({cold['cpu_seconds']}) | {warm['seconds']} ({warm['cpu_seconds']}) | {cold['bytes_per_token']} | {warm['bytes_per_token']} |")
+    print(f"| datasets cache, preprocessing_num_workers=2 | {cold2['seconds']} ({cold2['cpu_seconds']}) | - | {cold2['bytes_per_token']} | - |")
+    print(f"new/baseline cold wall: {cold['seconds'] / base['seconds']:.2f}x (1 process), {cold2['seconds'] / base['seconds']:.2f}x (2 workers); "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"data: {warm['bytes_per_token']} private bytes/token, warm/cold {warm['seconds'] / cold['seconds']:.3f}")
 
 
