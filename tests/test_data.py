@@ -144,6 +144,9 @@ def test_null_cell_names_the_row_and_skip_empty_drops_it(tmp_path: Path, capsys)
     kept = load_split(data_cfg(path, skip_empty=True), "train")
     assert [e["id"] for e in kept] == ["d0", "d2", "d4"]
     assert "dropped 2 of 5 rows" in capsys.readouterr().err
+    write_jsonl(path, [{**r, "dialogue": " "} for r in ROWS])
+    with pytest.raises(SumlabError, match="no rows left in .*train.jsonl"):
+        load_raw(data_cfg(path, skip_empty=True), "train")
 
 
 def test_missing_text_column_and_file(tmp_path: Path) -> None:

@@ -285,6 +285,8 @@ def check(
         ds = _drop_empty(ds, texts, where)
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
+    if len(ds) == 0:
+        raise SumlabError(f"no rows left in {where} (after data.skip_empty and the max_*_samples limit): nothing to use")
     if cfg.id_column and cfg.id_column in columns:
         ids = ds.data.column(cfg.id_column) if ds._indices is None else pa.chunked_array([ds[cfg.id_column][:]])
         if pc.count_distinct(ids.cast(pa.string())).as_py() != len(ds):
