@@ -220,9 +220,9 @@ def test_causal_model(tmp_path: Path) -> None:
 
 
 def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: Path) -> None:
-    a = predict_here(tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12")
+    a = predict_here(tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12", "backend=hf")
     predict_here(tmp_path / "slow", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12",
-                 "fast_beam_cache=false")  # fmt: skip
+                 "fast_beam_cache=false", "backend=hf")  # fmt: skip
     assert a["fast_beam_cache"] is True
     assert read_predictions(tmp_path / "fast") == read_predictions(tmp_path / "slow")
 
