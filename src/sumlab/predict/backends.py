@@ -19,13 +19,16 @@ tests/test_predict_backends.py, fp32 outputs equal), the mapping below says how 
 - early_stopping=true: both stop when num_beams hypotheses are finished (CTranslate2 patience=1).
   HF's false ("stop when no running beam can still win, by a heuristic") and "never" have no CTranslate2
   equivalent: not supported.
-- min_new_tokens = min_decoding_length / min_length (EOS masked before it).
+- min_new_tokens = min_decoding_length / min_length (EOS masked before it): equal in greedy search; in beam
+  search HF masks EOS after log_softmax and CTranslate2 before it (renormalising the rest), which changed
+  1 of 16 tiny GPT-2 outputs: not supported with beams.
 - sampling: top_k, top_p and temperature map one to one (CTranslate2 seeds with set_random_seed);
   samples are not the same draws as torch's, so sampled text differs from hf's while following the
   same distribution. Beam sampling (do_sample with num_beams > 1) is not supported.
-- no_repeat_ngram_size and repetition_penalty: HF applies them to the whole decoder sequence, which for a
-  causal model includes the prompt; CTranslate2 only to generated tokens. Equal for seq2seq models,
-  not supported for causal ones.
+- no_repeat_ngram_size and repetition_penalty: equal in greedy search of seq2seq models. In beam search
+  HF applies them to log-probabilities (after log_softmax), CTranslate2 to logits, and outputs differ
+  (measured on tiny T5: 3 and 7 of 16); for a causal model HF also counts the prompt's tokens.
+  Not supported there.
 """
 
 from __future__ import annotations
@@ -68,14 +71,18 @@ def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
         return f"model type {getattr(model.config, 'model_type', type(model.config).__name__)}"
     if getattr(model, "peft_config", None):
         return "a peft adapter model (export a merged model)"
-    if gen.num_beams > 1 and gen.early_stopping is not True:
+    beams = gen.num_beams or 1  # transformers 5 leaves unset keys None
+    if beams > 1 and gen.early_stopping is not True:
         return f"generation.early_stopping={gen.early_stopping}"
-    if gen.do_sample and gen.num_beams > 1:
+    if gen.do_sample and beams > 1:
         return "generation.do_sample=true with generation.num_beams>1 (beam sampling)"
-    if family == "causal" and gen.no_repeat_ngram_size:
-        return f"generation.no_repeat_ngram_size={gen.no_repeat_ngram_size} for a causal model (HF counts the prompt)"
-    if family == "causal" and (gen.repetition_penalty or 1.0) != 1.0:
-        return f"generation.repetition_penalty={gen.repetition_penalty} for a causal model (HF counts the prompt)"
+    where = "for a causal model" if family == "causal" else "with beam search" if beams > 1 else None
+    if where and gen.no_repeat_ngram_size:
+        return f"generation.no_repeat_ngram_size={gen.no_repeat_ngram_size} {where}"
+    if where and (gen.repetition_penalty or 1.0) != 1.0:
+        return f"generation.repetition_penalty={gen.repetition_penalty} {where}"
+    if beams > 1 and gen.min_new_tokens:
+        return f"generation.min_new_tokens={gen.min_new_tokens} with beam search"
     return None
 
 
@@ -232,9 +239,9 @@ def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
     max_new = int(gen.max_new_tokens)
     if gen.forced_eos_token_id is not None and max_new > 1:
         max_new -= 1  # HF turns the last allowed position into EOS
-    opts: dict[str, Any] = {"beam_size": int(gen.num_beams), "no_repeat_ngram_size": int(gen.no_repeat_ngram_size or 0),
+    opts: dict[str, Any] = {"beam_size": int(gen.num_beams or 1), "no_repeat_ngram_size": int(gen.no_repeat_ngram_size or 0),
                             "repetition_penalty": float(gen.repetition_penalty or 1.0)}  # fmt: skip
-    if gen.num_beams > 1:
+    if opts["beam_size"] > 1:
         opts["length_penalty"] = float(gen.length_penalty)
     if gen.do_sample:  # top_k 0 means no top-k cut in both
         opts.update(sampling_topk=int(gen.top_k or 0), sampling_topp=float(gen.top_p or 1.0),
