@@ -121,9 +121,11 @@ def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
 
 
 # --- end to end ------------------------------------------------------------------------------------
-def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path) -> None:
-    sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}")
-    predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path, backend: str) -> None:
+    sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}", f"backend={backend}")
+    predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1", f"backend={backend}")
+    assert sorted_metrics["backend"] == backend
     a, b = read_predictions(tmp_path / "sorted"), read_predictions(tmp_path / "plain")
     assert [r["id"] for r in a] == synthetic_ids()
     assert a == b  # every prediction sits next to its own id and reference
@@ -204,11 +206,12 @@ def test_two_node_loopback_equals_one_process(t5_run: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path, backend: str) -> None:
     full = tmp_path / "full"
-    assert predict_here(full, f"model_dir={t5_run}")["examples"] == N
+    assert predict_here(full, f"model_dir={t5_run}", f"backend={backend}")["examples"] == N
     out = tmp_path / "resumed"
-    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}")
+    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}", f"backend={backend}")
     killed = predict_cli(*args, env={writer.CRASH_ENV: "2"})
     assert killed.returncode != 0
     assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
@@ -234,13 +237,14 @@ def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, cap
     assert predict_here(tmp_path, f"model_dir={t5_run}", "output.overwrite=true")["generated_now"] == N
 
 
-def test_csv_output_without_references(t5_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_csv_output_without_references(t5_run: Path, tmp_path: Path, backend: str) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"fname": f"d{i}", "dialogue": f"#Person1#: hello {i}. #Person2#: bye."}) + "\n"
                            for i in range(5)))  # fmt: skip
     out = tmp_path / "out"
     metrics = predict_here(out, f"model_dir={t5_run}", "data=files", f"data.test_file={src}", "data.id_column=fname",
-                           "output.format=csv")  # fmt: skip
+                           "output.format=csv", f"backend={backend}")  # fmt: skip
     assert "rouge" not in metrics
     with open(out / "predictions.csv", newline="") as f:
         table = list(csv.reader(f))
