@@ -127,8 +127,8 @@ def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_ty
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default=None, help="a run trained on DialogSum (default: the offline default model)")
-    ap.add_argument("--data", default=None, help="JSONL/CSV with dialogue, summary, id (default: DialogSum test with "
-                    "--model-dir, else 1,000 synthetic test dialogues)")  # fmt: skip
+    ap.add_argument("--data", default=None, help="JSONL/CSV with dialogue, summary, id, or `synthetic` (default: "
+                    "DialogSum test with --model-dir, else --synthetic test dialogues)")  # fmt: skip
     ap.add_argument("--limit", type=int, default=None, help="first N examples only")
     ap.add_argument("--synthetic", type=int, default=1000, help="synthetic test dialogues for the default model")
     ap.add_argument("--modes", default="beam4,greedy")
@@ -139,7 +139,7 @@ def main() -> int:
     from sumlab.predict import backends
 
     model_dir = Path(args.model_dir) if args.model_dir else default_model()
-    if args.model_dir or args.data:
+    if args.data != "synthetic" and (args.model_dir or args.data):
         data = Path(args.data or DIALOGSUM_TEST)
         if not data.is_file():
             print(f"error: benchmark data not found: {data} (pass --data)", file=sys.stderr)
