@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,8 @@ def main() -> int:
     ap.add_argument("--synthetic", type=int, default=1000, help="synthetic test dialogues for the default model")
     ap.add_argument("--modes", default="beam4,greedy")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
+    ap.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for every row (default: torch's, all cores)")
     args = ap.parse_args()
 
     from sumlab.data.sources import load_split
@@ -151,8 +154,9 @@ def main() -> int:
         common.append(f"data.max_predict_samples={args.limit}")
     base_cfg = compose(common)
     examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed, limit_key="max_predict_samples")
-    threads = backends.threads_per_rank(1)
-    torch.set_num_threads(threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = backends.cpu_threads()  # what predict.py gives CTranslate2: torch's pool size
     print(f"{len(examples)} examples ({data}); model {model_dir}; torch {torch.__version__} and CTranslate2 "
           f"{__import__('ctranslate2').__version__} with {threads} threads; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
@@ -171,22 +175,31 @@ def main() -> int:
         ratios: dict[str, tuple[float, float]] = {}
         for mode in args.modes.split(","):
             overrides = [*common, f"generation={mode}"]
-            cfg = compose(overrides)
-            n = len(examples)
-            naive, naive_s = naive_hf(cfg, examples)
-            hf, hf_m = sumlab_predict([*overrides, "backend=hf"], Path(tmp) / f"{mode}-hf")
-            rows = [("(1) naive HF loop, batch 8", n / naive_s, naive), ("(2) sumlab backend=hf", hf_m["samples_per_second"], hf)]
-            for ct in compute_types:
-                ours, m = sumlab_predict([*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}")
-                raw, raw_s = raw_ctranslate2(cfg, examples, converted[ct], ct, threads)
-                rows += [(f"(3) sumlab backend=ctranslate2 {ct}", m["samples_per_second"], ours),
-                         (f"(4) raw CTranslate2 translate_batch {ct}", n / raw_s, raw)]  # fmt: skip
-                if ct == "float32":
-                    ratios[mode] = (m["samples_per_second"] / (n / naive_s), m["samples_per_second"] / (n / raw_s))
-            print(f"\n{mode}, {n} examples (outputs differing from (2) sumlab hf fp32):")
-            for name, sps, out in rows:
-                differing = sum(out[e["id"]] != hf[e["id"]] for e in examples)
-                print(f"  {name:42s} {sps:8.2f} samples/s  x{sps / rows[0][1]:5.2f} vs (1)  differing {differing}/{n}", flush=True)
+            cfg, n = compose(overrides), len(examples)
+            speeds: dict[str, list[float]] = {}
+            outputs: dict[str, dict[str, str]] = {}
+            for _ in range(args.repeats):  # rows alternate, so a burst of load hits every row alike
+                naive, naive_s = naive_hf(cfg, examples)
+                hf, hf_m = sumlab_predict([*overrides, "backend=hf"], Path(tmp) / f"{mode}-hf")
+                measured = [("(1) naive HF loop, batch 8", n / naive_s, naive), ("(2) sumlab backend=hf", hf_m["samples_per_second"], hf)]
+                for ct in compute_types:
+                    ours, m = sumlab_predict([*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}")
+                    raw, raw_s = raw_ctranslate2(cfg, examples, converted[ct], ct, threads)
+                    measured += [(f"(3) sumlab backend=ctranslate2 {ct}", m["samples_per_second"], ours),
+                                 (f"(4) raw CTranslate2 translate_batch {ct}", n / raw_s, raw)]  # fmt: skip
+                for name, sps, out in measured:
+                    speeds.setdefault(name, []).append(sps)
+                    outputs[name] = out
+            median = {name: statistics.median(v) for name, v in speeds.items()}
+            names = list(speeds)
+            ratios[mode] = (median[names[2]] / median[names[0]], median[names[2]] / median[names[3]])
+            hf = outputs[names[1]]
+            print(f"\n{mode}, {n} examples, median of {args.repeats} (outputs differing from (2) sumlab hf fp32):")
+            for name in names:
+                differing = sum(outputs[name][e["id"]] != hf[e["id"]] for e in examples)
+                spread = f" ({min(speeds[name]):.1f}-{max(speeds[name]):.1f})" if args.repeats > 1 else ""
+                print(f"  {name:42s} {median[name]:8.2f} samples/s{spread}  x{median[name] / median[names[0]]:6.2f} vs (1)"
+                      f"  differing {differing}/{n}", flush=True)  # fmt: skip
     for mode, (vs_naive, vs_raw) in ratios.items():
         print(f"{mode} fp32: (3)/(1) = {vs_naive:.2f}x, (3)/(4) = {vs_raw:.2f}x")
     main_mode = "beam4" if "beam4" in ratios else next(iter(ratios))

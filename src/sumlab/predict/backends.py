@@ -290,7 +290,7 @@ class CT2Engine:
         return decode(self.tokenizer, sequences), lengths
 
 
-def threads_per_rank(local_world_size: int) -> int:
-    """CPU cores this process may use, shared evenly by the ranks on this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, local_world_size))
+def cpu_threads() -> int:
+    """CPU threads for this rank's engine: torch's own pool size, which Lightning's DDP launcher (or
+    OMP_NUM_THREADS, or torchrun) sets to cores // processes on the machine: the same as backend=hf uses."""
+    return max(1, torch.get_num_threads())

@@ -71,10 +71,16 @@ class PredictModule(L.LightningModule):
         if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
             self.conversion_seconds = backends.convert(loaded.model, loaded.tokenizer, target, str(self.choice.compute_type))
         trainer.strategy.barrier("ctranslate2 conversion")
-        threads = backends.threads_per_rank(trainer.num_devices)
         self.engine = backends.CT2Engine(target, self.family, self.generation_config, str(self.choice.compute_type),
-                                         trainer.strategy.root_device, threads, self._seed)  # fmt: skip
+                                         trainer.strategy.root_device, backends.cpu_threads(), self._seed)  # fmt: skip
         self._loaded = loaded.model = None  # the transformers weights are not needed any more
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if self.choice.backend == "ctranslate2":
+            # Lists of token ids, which CTranslate2 places itself; Lightning's default would walk every int
+            # (a third of the predict time at 300 short inputs).
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_predict_start(self) -> None:
         self._started = time.perf_counter()
