@@ -24,9 +24,8 @@ predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS
 
 bench: bench-predict bench-memory bench-data  ## every benchmark (results go in BENCHMARKS.md)
 
-BENCH_MODEL ?= $(MODEL_DIR)
-bench-predict:  ## predict.py vs a plain generate loop on DialogSum test: make bench-predict MODEL_DIR=<run trained on dialogsum> [ARGS="--bf16"]
-	$(PY) benchmarks/bench_predict.py --model-dir $(BENCH_MODEL) $(ARGS)
+bench-predict:  ## naive HF loop vs predict.py (hf, ctranslate2) vs raw CTranslate2 on the offline default (trained or reused); MODEL_DIR=<dialogsum run> for DialogSum test
+	$(PY) benchmarks/bench_predict.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(ARGS)
 
 bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
 	$(PY) benchmarks/bench_memory.py $(ARGS)

@@ -1,22 +1,28 @@
-"""predict.py against the loop users write today: samples per second at beams 4 and greedy.
+"""predict.py's engines against the loops users write: samples per second, beams 4 and greedy, fp32 and int8.
 
-Baseline: the same model, generation settings and precision; inputs in file order, batch size 8,
-each batch padded to its longest input, one ``model.generate`` per batch. sumlab: ``sumlab.predict.run``
-itself (length-bucketed batches, the beam-cache speed-up, shards and merge included), in this process.
-Both tokenize with the same family code, so any output difference comes from padding and batching.
+Rows, on the same model, inputs, generation settings and CPU threads (load and conversion excluded):
+  (1) naive HF loop: inputs in file order, batch 8, each batch padded to its longest, ``model.generate``
+  (2) sumlab ``predict.py backend=hf`` (length buckets, beam-cache speed-up, shards, merge)
+  (3) sumlab ``predict.py backend=ctranslate2`` (what ``auto`` picks here)
+  (4) plain CTranslate2 as its documentation shows: ``translate_batch`` over all inputs with ``max_batch_size``
+Conversion time is measured separately, into a fresh directory. int8 rows count outputs that differ
+from fp32 (2).
 
-    .venv/bin/python benchmarks/bench_predict.py --model-dir outputs/train/<run> [--limit 500] [--bf16] [--repeats 3]
+    .venv/bin/python benchmarks/bench_predict.py                       # offline default, 1,000 synthetic test dialogues
+    .venv/bin/python benchmarks/bench_predict.py --model-dir outputs/train/<dialogsum run>   # DialogSum test
 
-With --repeats N the two loops alternate N times and the medians are compared (spread shown), so a
-burst of load on the machine during one pass cannot decide the ratio.
-
-The last line reads ``predict speedup vs baseline: <ratio>x`` (beams 4, fp32).
+Without --model-dir it reuses a completed run of the default ``python train.py`` config under
+outputs/train (same config fingerprint), or trains one. The last two lines read
+``predict speedup vs baseline: <(3)/(1)>x`` and ``predict speed vs raw ctranslate2: <(3)/(4)>x`` (beams 4, fp32).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +32,11 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
+DIALOGSUM_TEST = REPO.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
+SUMLAB_BATCH = 16  # predict.py's default batch_size; the raw CTranslate2 loop gets it as max_batch_size
 
 
-def compose(overrides: list[str]) -> Any:
+def compose(overrides: list[str], config_name: str = "predict") -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -37,11 +44,32 @@ def compose(overrides: list[str]) -> Any:
 
     sumlab.setup()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="predict", overrides=overrides)
+        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
-def baseline(cfg: Any, examples: list[dict], batch_size: int, bf16: bool) -> tuple[dict[str, str], float, list[int]]:
-    """File order, fixed batch size, padded to the longest: what a hand-written loop does."""
+def default_model() -> Path:
+    """A completed run of the default training config under outputs/train, trained here if there is none."""
+    from sumlab.rundir import fingerprint
+
+    cfg = compose([], config_name="train")
+    wanted, root = fingerprint(cfg), Path(cfg.paths.output_dir) / cfg.task_name
+    found = []
+    for info_file in root.glob("*/run.json"):
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("status") == "completed" and info.get("fingerprint") == wanted and (info_file.parent / "export").is_dir():
+            found.append(info_file.parent)
+    if found:
+        return max(found, key=lambda p: p.stat().st_mtime)
+    print(f"no completed default run under {root}: training one (python train.py)", flush=True)
+    subprocess.run([sys.executable, "train.py"], cwd=REPO, check=True)
+    return default_model()
+
+
+def naive_hf(cfg: Any, examples: list[dict], batch_size: int = 8) -> tuple[dict[str, str], float]:
+    """(1) File order, fixed batch size, padded to the longest: what a hand-written loop does."""
     from sumlab.family import generate_texts, make_family
     from sumlab.generation import build_generation_config
     from sumlab.predict.loading import load
@@ -51,93 +79,132 @@ def baseline(cfg: Any, examples: list[dict], batch_size: int, bf16: bool) -> tup
     gen = build_generation_config(cfg.generation, loaded.model)
     feats = [family.features(e["text"], None, cfg.data.max_source_length, cfg.data.max_target_length) for e in examples]
     out: dict[str, str] = {}
-    lengths: list[int] = []
     started = time.perf_counter()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode():
         for i in range(0, len(examples), batch_size):
             batch = family.collate([{**f, "idx": 0} for f in feats[i : i + batch_size]])
-            texts, generated = generate_texts(family, loaded.model, batch, gen)
-            lengths += generated.tolist()
-            for e, text in zip(examples[i : i + batch_size], texts, strict=True):
-                out[e["id"]] = text
-    return out, time.perf_counter() - started, lengths
+            texts, _ = generate_texts(family, loaded.model, batch, gen)
+            out.update(zip((e["id"] for e in examples[i : i + batch_size]), texts, strict=True))
+    return out, time.perf_counter() - started
 
 
 def sumlab_predict(overrides: list[str], out_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """(2)/(3) predict.py itself, in this process."""
     from sumlab.predict.runner import run
     from sumlab.predict.writer import read_predictions
 
-    cfg = compose([*overrides, f"output.dir={out_dir}", f"paths.run_dir={out_dir}", "output.overwrite=true",
-                   "trainer.enable_progress_bar=false"])  # fmt: skip
+    cfg = compose([*overrides, f"batch_size={SUMLAB_BATCH}", f"output.dir={out_dir}", f"paths.run_dir={out_dir}",
+                   "output.overwrite=true", "trainer.enable_progress_bar=false"])  # fmt: skip
     metrics = run(cfg)
     return {r["id"]: r["prediction"] for r in read_predictions(out_dir)}, metrics
 
 
+def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_type: str, threads: int) -> tuple[dict[str, str], float]:
+    """(4) The CTranslate2 documentation's loop: tokens in, translate_batch(max_batch_size=...), tokens out."""
+    import ctranslate2
+    from transformers import AutoTokenizer
+
+    from sumlab.generation import build_generation_config
+    from sumlab.predict.backends import ct2_options
+    from sumlab.predict.loading import load
+
+    loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
+    options, forced_bos = ct2_options(build_generation_config(cfg.generation, loaded.model), loaded.family)
+    tokenizer = AutoTokenizer.from_pretrained(str(loaded.home))
+    if loaded.family != "seq2seq":
+        raise SystemExit("error: the raw CTranslate2 row is written for seq2seq models (translate_batch)")
+    translator = ctranslate2.Translator(str(model_path), device="cpu", compute_type=compute_type, intra_threads=threads)
+    limit = cfg.data.max_source_length
+    # Tokenizing is outside the timed part, as it is in rows (1)-(3).
+    source = [tokenizer.convert_ids_to_tokens(tokenizer.encode(loaded.prefix + e["text"], truncation=True, max_length=limit))
+              for e in examples]  # fmt: skip
+    prefix = [tokenizer.convert_ids_to_tokens([forced_bos])] * len(source) if forced_bos is not None else None
+    started = time.perf_counter()
+    results = translator.translate_batch(source, target_prefix=prefix, max_batch_size=SUMLAB_BATCH, **options)
+    texts = [tokenizer.decode(tokenizer.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True).strip() for r in results]
+    return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", required=True)
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="a JSONL/CSV/Parquet file with dialogue, summary, id")
+    ap.add_argument("--model-dir", default=None, help="a run trained on DialogSum (default: the offline default model)")
+    ap.add_argument("--data", default=None, help="JSONL/CSV with dialogue, summary, id, or `synthetic` (default: "
+                    "DialogSum test with --model-dir, else --synthetic test dialogues)")  # fmt: skip
     ap.add_argument("--limit", type=int, default=None, help="first N examples only")
-    ap.add_argument("--batch-size", type=int, default=16, help="sumlab's batch size (the baseline always uses 8)")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--bf16", action="store_true", help="also measure both in bf16 autocast")
+    ap.add_argument("--synthetic", type=int, default=1000, help="synthetic test dialogues for the default model")
     ap.add_argument("--modes", default="beam4,greedy")
-    ap.add_argument("--repeats", type=int, default=1, help="alternate baseline and sumlab N times, compare medians")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra override for both loops, e.g. generation.no_repeat_ngram_size=3 (repeatable)")  # fmt: skip
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
+    ap.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for every row (default: torch's, all cores)")
     args = ap.parse_args()
-    if not Path(args.data).is_file():
-        print(f"error: benchmark data not found: {args.data} (pass --data)", file=sys.stderr)
-        return 2
-    from sumlab.data.sources import load_split
-    from sumlab.rouge import score_corpus
 
-    common = [f"model_dir={args.model_dir}", "data=files", f"data.test_file={Path(args.data).resolve()}",
-              f"generation.max_new_tokens={args.max_new_tokens}", *args.set]  # fmt: skip
+    from sumlab.data.sources import load_split
+    from sumlab.predict import backends
+
+    model_dir = Path(args.model_dir) if args.model_dir else default_model()
+    if args.data != "synthetic" and (args.model_dir or args.data):
+        data = Path(args.data or DIALOGSUM_TEST)
+        if not data.is_file():
+            print(f"error: benchmark data not found: {data} (pass --data)", file=sys.stderr)
+            return 2
+        common = [f"model_dir={model_dir}", "data=files", f"data.test_file={data.resolve()}"]
+    else:
+        data, common = f"{args.synthetic} synthetic test dialogues", [f"model_dir={model_dir}", f"data.synthetic_sizes.test={args.synthetic}"]
     if args.limit:
         common.append(f"data.max_predict_samples={args.limit}")
-    examples = load_split(compose(common).data, "test", require_summary=False)
-    refs = [e["summary"] for e in examples]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(examples)} examples from {args.data}")
-    results: dict[str, dict[str, Any]] = {}
+    base_cfg = compose(common)
+    examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed, limit_key="max_predict_samples")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = backends.cpu_threads()  # what predict.py gives CTranslate2: torch's pool size
+    print(f"{len(examples)} examples ({data}); model {model_dir}; torch {torch.__version__} and CTranslate2 "
+          f"{__import__('ctranslate2').__version__} with {threads} threads; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+
+    from sumlab.predict.loading import load
+
+    loaded = load(str(model_dir), base_cfg.model, base_cfg.paths.cache_dir)
+    compute_types = ["float32"] + ([] if args.no_int8 else ["int8"])
+    converted: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        for ct in compute_types:
+            converted[ct] = Path(tmp) / f"ct2-{ct}"
+            seconds = backends.convert(loaded.model, loaded.tokenizer, converted[ct], ct)
+            print(f"conversion to CTranslate2 {ct}: {seconds:.2f} s (once per model; cached beside it)", flush=True)
+        del loaded
+        ratios: dict[str, tuple[float, float]] = {}
         for mode in args.modes.split(","):
-            for bf16 in [False, True] if args.bf16 else [False]:
-                group = "beam4" if mode == "beam4" else "greedy"
-                prec = "bf16-mixed" if bf16 else "32"
-                overrides = [*common, f"generation={group}", f"trainer.precision={prec}"]
-                cfg = compose(overrides)
-                base_runs, our_runs = [], []
-                for _ in range(args.repeats):
-                    base_out, base_s, lengths = baseline(cfg, examples, 8, bf16)
-                    ours, metrics = sumlab_predict(
-                        [*overrides, f"batch_size={args.batch_size}"], Path(tmp) / f"{mode}-{prec}"
-                    )
-                    base_runs.append(len(examples) / base_s)
-                    our_runs.append(metrics["samples_per_second"])
-                key = f"{mode} {'bf16' if bf16 else 'fp32'}"
-                base_sps, our_sps = statistics.median(base_runs), statistics.median(our_runs)
-                changed = sum(base_out[e["id"]] != ours[e["id"]] for e in examples)
-                limit_hits = sum(n >= args.max_new_tokens for n in lengths)
-                results[key] = {
-                    "baseline_sps": base_sps, "sumlab_sps": our_sps, "speedup": our_sps / base_sps, "changed": changed,
-                    "baseline_runs": base_runs, "sumlab_runs": our_runs,
-                    "padding_sumlab": metrics["padding_fraction"],
-                    "rouge_baseline": score_corpus([base_out[e["id"]] for e in examples], refs)["rouge_combined"] if all(refs) else None,
-                    "rouge_sumlab": (metrics.get("rouge") or {}).get("rouge_combined"),
-                    "gen_len_mean": statistics.mean(lengths), "gen_len_stdev": statistics.pstdev(lengths),
-                    "at_length_limit": limit_hits,
-                }  # fmt: skip
-                r = results[key]
-                spread = (f" (runs {min(base_runs):.2f}-{max(base_runs):.2f} / {min(our_runs):.2f}-{max(our_runs):.2f})"
-                          if args.repeats > 1 else "")  # fmt: skip
-                print(f"{key:12s} baseline {r['baseline_sps']:.2f}/s  sumlab {r['sumlab_sps']:.2f}/s{spread}  "
-                      f"x{r['speedup']:.2f}  outputs differing: {changed}/{len(examples)}  "
-                      f"gen len {r['gen_len_mean']:.1f}+-{r['gen_len_stdev']:.1f} ({limit_hits} at the limit)  "
-                      f"ROUGE-comb base {r['rouge_baseline']:.4f} sumlab {r['rouge_sumlab']:.4f}  "
-                      f"padding {r['padding_sumlab']:.1%}", flush=True)  # fmt: skip
-    if "beam4 fp32" in results:
-        print(f"predict speedup vs baseline: {results['beam4 fp32']['speedup']:.2f}x")
+            overrides = [*common, f"generation={mode}"]
+            cfg, n = compose(overrides), len(examples)
+            speeds: dict[str, list[float]] = {}
+            outputs: dict[str, dict[str, str]] = {}
+            for _ in range(args.repeats):  # rows alternate, so a burst of load hits every row alike
+                naive, naive_s = naive_hf(cfg, examples)
+                hf, hf_m = sumlab_predict([*overrides, "backend=hf"], Path(tmp) / f"{mode}-hf")
+                measured = [("(1) naive HF loop, batch 8", n / naive_s, naive), ("(2) sumlab backend=hf", hf_m["samples_per_second"], hf)]
+                for ct in compute_types:
+                    ours, m = sumlab_predict([*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}")
+                    raw, raw_s = raw_ctranslate2(cfg, examples, converted[ct], ct, threads)
+                    measured += [(f"(3) sumlab backend=ctranslate2 {ct}", m["samples_per_second"], ours),
+                                 (f"(4) raw CTranslate2 translate_batch {ct}", n / raw_s, raw)]  # fmt: skip
+                for name, sps, out in measured:
+                    speeds.setdefault(name, []).append(sps)
+                    outputs[name] = out
+            median = {name: statistics.median(v) for name, v in speeds.items()}
+            names = list(speeds)
+            ratios[mode] = (median[names[2]] / median[names[0]], median[names[2]] / median[names[3]])
+            hf = outputs[names[1]]
+            print(f"\n{mode}, {n} examples, median of {args.repeats} (outputs differing from (2) sumlab hf fp32):")
+            for name in names:
+                differing = sum(outputs[name][e["id"]] != hf[e["id"]] for e in examples)
+                spread = f" ({min(speeds[name]):.1f}-{max(speeds[name]):.1f})" if args.repeats > 1 else ""
+                print(f"  {name:42s} {median[name]:8.2f} samples/s{spread}  x{median[name] / median[names[0]]:6.2f} vs (1)"
+                      f"  differing {differing}/{n}", flush=True)  # fmt: skip
+    for mode, (vs_naive, vs_raw) in ratios.items():
+        print(f"{mode} fp32: (3)/(1) = {vs_naive:.2f}x, (3)/(4) = {vs_raw:.2f}x")
+    main_mode = "beam4" if "beam4" in ratios else next(iter(ratios))
+    print(f"predict speedup vs baseline: {ratios[main_mode][0]:.2f}x")
+    print(f"predict speed vs raw ctranslate2: {ratios[main_mode][1]:.2f}x")
     return 0
 
 

@@ -18,6 +18,7 @@ from sumlab.predict.bucketing import BucketBatchSampler, length_batches, padding
 from sumlab.predict.writer import read_predictions
 
 N = 11  # odd, and not a multiple of the batch size
+BACKENDS = ("ctranslate2", "hf")
 BASE = ["data.synthetic_sizes.test=11", "batch_size=3", "generation=greedy", "generation.max_new_tokens=12",
         "trainer.enable_progress_bar=false"]  # fmt: skip
 
@@ -120,9 +121,11 @@ def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
 
 
 # --- end to end ------------------------------------------------------------------------------------
-def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path) -> None:
-    sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}")
-    predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path, backend: str) -> None:
+    sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}", f"backend={backend}")
+    predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1", f"backend={backend}")
+    assert sorted_metrics["backend"] == backend
     a, b = read_predictions(tmp_path / "sorted"), read_predictions(tmp_path / "plain")
     assert [r["id"] for r in a] == synthetic_ids()
     assert a == b  # every prediction sits next to its own id and reference
@@ -133,27 +136,82 @@ def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_pa
     assert json.loads((tmp_path / "sorted" / "metrics.json").read_text())["examples"] == N
 
 
+DDP2 = ("trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp")
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one(t5_run: Path, tmp_path: Path) -> None:
-    one = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'one'}")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_processes_equal_one(t5_run: Path, tmp_path: Path, backend: str) -> None:
+    one = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'one'}", "backend=hf")
     assert one.returncode == 0, one.stderr[-2000:]
-    two = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'two'}",
-                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp")  # fmt: skip
+    two = predict_cli(*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'two'}", f"backend={backend}", *DDP2)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = read_predictions(tmp_path / "one"), read_predictions(tmp_path / "two")
     assert [r["id"] for r in b] == synthetic_ids()  # every id exactly once, in input order
-    assert a == b  # greedy text identical
+    assert a == b  # greedy text identical (to hf in one process)
     shards = sorted((tmp_path / "two" / "shards").glob("rank*.jsonl"))
     assert [s.name for s in shards] == ["rank0.jsonl", "rank1.jsonl"] and all(s.stat().st_size for s in shards)
     assert writer.count_shard_lines(tmp_path / "two") == N
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert (metrics["backend"], metrics["devices"], metrics["generated_now"]) == (backend, 2, N)
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fewer_batches_than_ranks(t5_run: Path, tmp_path: Path, n: int) -> None:
+    """One batch of 16 for two ranks: the rank without a batch writes an empty shard instead of crashing."""
+    args = [a for a in BASE if not a.startswith(("data.synthetic_sizes.test=", "batch_size="))]
+    res = predict_cli(*args, f"data.synthetic_sizes.test={n}", "batch_size=16", f"model_dir={t5_run}",
+                      f"output.dir={tmp_path}", *DDP2)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [r["id"] for r in read_predictions(tmp_path)] == synthetic_ids(n)
+    assert (tmp_path / "shards" / "rank1.jsonl").read_text() == ""
+    assert writer.count_shard_lines(tmp_path) == n
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_node_loopback_equals_one_process(t5_run: Path, tmp_path: Path) -> None:
+    """Two single-process "nodes" on 127.0.0.1 under torchrun (gloo, CPU), as a 2-machine job would run."""
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    predict_here(tmp_path / "one", f"model_dir={t5_run}")
+    port = _free_port()
+    args = [*BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'two'}", "trainer.accelerator=cpu",
+            "trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp"]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
+             "--master-addr=127.0.0.1", f"--master-port={port}", "predict.py", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outputs]
+    assert [r["id"] for r in read_predictions(tmp_path / "two")] == synthetic_ids()
+    assert read_predictions(tmp_path / "two") == read_predictions(tmp_path / "one")
+    assert writer.count_shard_lines(tmp_path / "two") == N  # every id generated once, over both nodes
+    assert all((tmp_path / "two" / "shards" / f"rank{r}.jsonl").stat().st_size for r in (0, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path, backend: str) -> None:
     full = tmp_path / "full"
-    assert predict_here(full, f"model_dir={t5_run}")["examples"] == N
+    assert predict_here(full, f"model_dir={t5_run}", f"backend={backend}")["examples"] == N
     out = tmp_path / "resumed"
-    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}")
+    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}", f"backend={backend}")
     killed = predict_cli(*args, env={writer.CRASH_ENV: "2"})
     assert killed.returncode != 0
     assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
@@ -179,13 +237,14 @@ def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, cap
     assert predict_here(tmp_path, f"model_dir={t5_run}", "output.overwrite=true")["generated_now"] == N
 
 
-def test_csv_output_without_references(t5_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_csv_output_without_references(t5_run: Path, tmp_path: Path, backend: str) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"fname": f"d{i}", "dialogue": f"#Person1#: hello {i}. #Person2#: bye."}) + "\n"
                            for i in range(5)))  # fmt: skip
     out = tmp_path / "out"
     metrics = predict_here(out, f"model_dir={t5_run}", "data=files", f"data.test_file={src}", "data.id_column=fname",
-                           "output.format=csv")  # fmt: skip
+                           "output.format=csv", f"backend={backend}")  # fmt: skip
     assert "rouge" not in metrics
     with open(out / "predictions.csv", newline="") as f:
         table = list(csv.reader(f))
@@ -220,9 +279,9 @@ def test_causal_model(tmp_path: Path) -> None:
 
 
 def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: Path) -> None:
-    a = predict_here(tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12")
+    a = predict_here(tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12", "backend=hf")
     predict_here(tmp_path / "slow", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12",
-                 "fast_beam_cache=false")  # fmt: skip
+                 "fast_beam_cache=false", "backend=hf")  # fmt: skip
     assert a["fast_beam_cache"] is True
     assert read_predictions(tmp_path / "fast") == read_predictions(tmp_path / "slow")
 

@@ -131,6 +131,7 @@ class GenerationConfig:
     min_new_tokens: int = 0
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0  # >1 discourages tokens already generated
     early_stopping: bool = True
     do_sample: bool = False
     top_k: int = 50

@@ -21,7 +21,8 @@ def build_generation_config(gen: DictConfig, model: Any) -> GenerationConfig:
     if ids["pad_token_id"] is None:
         ids["pad_token_id"] = ids["eos_token_id"]
     search = dict(num_beams=gen.num_beams, max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens,
-                  do_sample=gen.do_sample, no_repeat_ngram_size=gen.no_repeat_ngram_size)  # fmt: skip
+                  do_sample=gen.do_sample, no_repeat_ngram_size=gen.no_repeat_ngram_size,
+                  repetition_penalty=gen.repetition_penalty)  # fmt: skip
     if gen.num_beams > 1:
         search.update(length_penalty=gen.length_penalty, early_stopping=gen.early_stopping)
     if gen.do_sample:

@@ -59,6 +59,8 @@ class PredictConfig:
     batch_size: int = 16  # examples per generate() call, per device
     sort_by_length: bool = True  # batches of similar source length (order restored in the output)
     fast_beam_cache: bool = True  # beam search: skip re-copying the cross-attention cache (guarded, see beam_cache.py)
+    backend: str = "auto"  # auto (CTranslate2 where it honours the model and every setting, else hf), ctranslate2, hf
+    compute_type: str = "auto"  # CTranslate2's: auto (float32 on CPU, bfloat16/float16 on GPU), float32, int8, int8_float32, ...
     model: PredictModelConfig = field(default_factory=PredictModelConfig)
     data: PredictDataConfig = MISSING
     trainer: TrainerConfig = MISSING

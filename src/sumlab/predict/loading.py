@@ -32,6 +32,7 @@ class LoadedModel:
     separator: str
     rouge_tokenizer: Optional[str]  # the training run's metrics.tokenizer, when known
     source: str  # what model_dir turned out to be, for messages and metrics.json
+    home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
 
 
@@ -154,6 +155,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     return LoadedModel(
         model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
+        home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning.pytorch as L
 import torch
@@ -24,12 +24,11 @@ from sumlab import quiet_lightning_logs
 from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS, check_generation
 from sumlab.data.sources import FILE_KEY, has_split, load_split
 from sumlab.errors import SumlabError, guarded
-from sumlab.family import Causal, Seq2Seq, generate_texts, make_family
+from sumlab.family import Causal, Seq2Seq, make_family
 from sumlab.generation import build_generation_config
-from sumlab.predict import writer
-from sumlab.predict.beam_cache import fast_beam_cache
+from sumlab.predict import backends, writer
 from sumlab.predict.bucketing import BucketBatchSampler
-from sumlab.predict.config import OUTPUT_FORMATS, digest
+from sumlab.predict.config import OUTPUT_FORMATS, digest, path_name
 from sumlab.predict.loading import LoadedModel, load
 from sumlab.rouge import MULTI_REFERENCE, score_corpus
 from sumlab.rundir import versions, write_json
@@ -38,40 +37,74 @@ STATS = ("examples", "batches", "input_tokens", "input_padding", "generated_toke
 
 
 class PredictModule(L.LightningModule):
-    """Generates one batch per step and returns its records for the shard writer; counts tokens and padding."""
+    """Generates one batch per step with its engine and returns the records for the shard writer.
 
-    allow_zero_length_dataloader_with_multiple_devices = True  # a rank may get no batch of a short input
+    With CTranslate2 the transformers model is not a submodule (Lightning must not move it to a GPU): it is
+    only needed to convert, once, in ``setup`` (which every rank runs, also one without batches), and then
+    dropped. Token and padding counts are summed over ranks by ``gather_stats`` after ``Trainer.predict``:
+    the predict hooks do not run on a rank without batches, so they cannot hold a collective call.
+    """
 
-    def __init__(self, loaded: LoadedModel, family: Seq2Seq | Causal, generation_config: Any, fast_cache: bool) -> None:
+    def __init__(self, loaded: LoadedModel, family: Seq2Seq | Causal, generation_config: Any, fast_cache: bool,
+                 choice: backends.Choice, cache_dir: str, seed: Optional[int]) -> None:  # fmt: skip
         super().__init__()
-        self.model = loaded.model
-        self.family = family
-        self.generation_config = generation_config
-        self.fast_cache = fast_cache and family.name == "seq2seq" and generation_config.num_beams > 1
+        # LightningModule.__init__ resets this on the instance, so a class attribute would not count.
+        self.allow_zero_length_dataloader_with_multiple_devices = True  # a rank may get no batch of a short input
+        self.family, self.generation_config, self.choice = family, generation_config, choice
+        self.engine: backends.HFEngine | backends.CT2Engine | None = None
+        if choice.backend == "hf":
+            self.model = loaded.model
+            self.engine = backends.HFEngine(self.model, family, generation_config, fast_cache)
+        else:
+            self._loaded, self._cache_dir, self._seed = loaded, cache_dir, seed
+        self.conversion_seconds: Optional[float] = None
         self.stats = dict.fromkeys(STATS, 0)
         self.seconds = 0.0
+
+    def setup(self, stage: str) -> None:
+        if self.engine is not None:
+            return
+        loaded, trainer = self._loaded, self.trainer
+        weights = digest({k: loaded.identity.get(k) for k in ("weights", "config", "name", "revision")})
+        target = backends.cache_location(loaded.home, path_name(loaded.source.split(": ", 1)[-1]),
+                                         str(self.choice.compute_type), weights, self._cache_dir)  # fmt: skip
+        if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
+            self.conversion_seconds = backends.convert(loaded.model, loaded.tokenizer, target, str(self.choice.compute_type))
+        trainer.strategy.barrier("ctranslate2 conversion")
+        self.engine = backends.CT2Engine(target, self.family, self.generation_config, str(self.choice.compute_type),
+                                         trainer.strategy.root_device, backends.cpu_threads(), self._seed)  # fmt: skip
+        self._loaded = loaded.model = None  # the transformers weights are not needed any more
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if self.choice.backend == "ctranslate2":
+            # Lists of token ids, which CTranslate2 places itself; Lightning's default would walk every int
+            # (a third of the predict time at 300 short inputs).
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_predict_start(self) -> None:
         self._started = time.perf_counter()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        with fast_beam_cache(self.fast_cache):
-            texts, lengths = generate_texts(self.family, self.model, batch, self.generation_config)
-        lengths = lengths.tolist()
-        mask = batch["attention_mask"] if "attention_mask" in batch else batch["prompt_mask"]
+        assert self.engine is not None
+        texts, lengths = self.engine.generate(batch)
         self.stats["examples"] += len(texts)
         self.stats["batches"] += 1
-        self.stats["input_tokens"] += mask.numel()
-        self.stats["input_padding"] += int(mask.numel() - mask.sum())
+        width = max(batch["lengths"])
+        self.stats["input_tokens"] += width * len(texts)
+        self.stats["input_padding"] += width * len(texts) - sum(batch["lengths"])
         self.stats["generated_tokens"] += int(sum(lengths))
         records = [{"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)]
         return {"records": records}
 
     def on_predict_end(self) -> None:
         self.seconds = time.perf_counter() - self._started
-        values = torch.tensor([float(self.stats[k]) for k in STATS], device=self.device)
-        totals = self.trainer.strategy.reduce(values, reduce_op="sum")
-        slowest = self.trainer.strategy.reduce(torch.tensor(self.seconds, device=self.device), reduce_op="max")
+
+    def gather_stats(self, strategy: Any) -> None:
+        """Totals over ranks (every rank calls this, after Trainer.predict); the slowest rank's seconds."""
+        values = torch.tensor([float(self.stats[k]) for k in STATS], device=strategy.root_device)
+        totals = strategy.reduce(values, reduce_op="sum")
+        slowest = strategy.reduce(torch.tensor(self.seconds, device=strategy.root_device), reduce_op="max")
         self.stats = {k: int(v) for k, v in zip(STATS, totals.tolist(), strict=True)}
         self.seconds = float(slowest)
 
@@ -79,12 +112,11 @@ class PredictModule(L.LightningModule):
 class PredictData(L.LightningDataModule):
     """The examples still to do, tokenized, in length buckets; this rank's share of the batches."""
 
-    allow_zero_length_dataloader_with_multiple_devices = True
-
     def __init__(self, examples: list[dict[str, Any]], family: Seq2Seq | Causal, data_cfg: DictConfig,
-                 batch_size: int, sort: bool) -> None:  # fmt: skip
+                 batch_size: int, sort: bool, collate: Any) -> None:  # fmt: skip
         super().__init__()
-        self.family = family
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+        self.family, self._collate = family, collate
         self.batch_size, self.sort = batch_size, sort
         self.items = [
             (e["id"], family.features(e["text"], None, data_cfg.max_source_length, data_cfg.max_target_length))
@@ -96,9 +128,9 @@ class PredictData(L.LightningDataModule):
         return [len(f["input_ids"] if "input_ids" in f else f["prompt_ids"]) for _, f in self.items]
 
     def collate(self, rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        batch = self.family.collate([{**f, "idx": 0} for _, f in rows])
-        batch.pop("idx")
+        batch = self._collate([f for _, f in rows])
         batch["ids"] = [i for i, _ in rows]
+        batch["lengths"] = [len(f["input_ids"] if "input_ids" in f else f["prompt_ids"]) for _, f in rows]
         return batch
 
     def predict_dataloader(self) -> DataLoader:
@@ -126,6 +158,10 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError(f"metrics.multi_reference={cfg.metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}")
     if cfg.metrics.tokenizer is not None and cfg.metrics.tokenizer not in ROUGE_TOKENIZERS:
         raise SumlabError(f"metrics.tokenizer={cfg.metrics.tokenizer} is unknown: use one of {list(ROUGE_TOKENIZERS)}")
+    if cfg.backend not in backends.BACKENDS:
+        raise SumlabError(f"backend={cfg.backend} is unknown: use one of {list(backends.BACKENDS)}")
+    if cfg.compute_type not in backends.COMPUTE_TYPES:
+        raise SumlabError(f"compute_type={cfg.compute_type} is unknown: use one of {list(backends.COMPUTE_TYPES)}")
     if cfg.model_dir in (None, ""):
         raise SumlabError("model_dir is empty: pass model_dir=outputs/train/<run> (or an export/, a .ckpt, a hub name)")
 
@@ -188,23 +224,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator)
     generation_config = build_generation_config(cfg.generation, loaded.model)
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
+    on_gpu = torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda")
+    choice = backends.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family, loaded.model,
+                             "cuda" if on_gpu else "cpu")  # fmt: skip
     meta = {
         "model": loaded.identity,
         "data": data_identity(cfg, examples),
-        "generation": {**generation, "precision": precision},
+        "generation": {**generation, "precision": precision, "backend": choice.backend, "compute_type": choice.compute_type},
     }
     meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
     writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
 
     done = writer.read_shards(out)
     todo = [e for e in examples if e["id"] not in done]
-    module = PredictModule(loaded, family, generation_config, bool(cfg.fast_beam_cache))
+    module = PredictModule(loaded, family, generation_config, bool(cfg.fast_beam_cache), choice, cfg.paths.cache_dir, cfg.seed)
     if todo:
         if cfg.seed is not None:
             L.seed_everything(cfg.seed, verbose=False)
-        data = PredictData(todo, family, cfg.data, int(cfg.batch_size), bool(cfg.sort_by_length))
+        collate = module.engine.collate if module.engine is not None else backends.CT2Engine.collate
+        data = PredictData(todo, family, cfg.data, int(cfg.batch_size), bool(cfg.sort_by_length), collate)
         trainer = build_trainer(cfg, precision, [writer.ShardWriter(out)])
         trainer.predict(module, datamodule=data, return_predictions=False)
+        module.gather_stats(trainer.strategy)
         trainer.strategy.barrier()  # every shard is complete before rank 0 reads them
         if not trainer.is_global_zero:
             return {}
@@ -228,7 +269,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "precision": precision,
         "batch_size": int(cfg.batch_size),
         "sort_by_length": bool(cfg.sort_by_length),
-        "fast_beam_cache": bool(module.fast_cache),
+        "backend": choice.backend,
+        "backend_reason": choice.reason,
+        "compute_type": choice.compute_type,
+        "conversion_seconds": None if module.conversion_seconds is None else round(module.conversion_seconds, 3),
+        "fast_beam_cache": bool(getattr(module.engine, "fast_cache", False)),
         "generation": generation,
         "samples_per_second": round(stats["examples"] / seconds, 3) if seconds else None,
         "generated_tokens_per_second": round(stats["generated_tokens"] / seconds, 1) if seconds else None,
@@ -249,7 +294,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _print_summary(metrics: dict[str, Any], files: list[Path]) -> None:
     rouge = metrics.get("rouge")
-    parts = [f"{metrics['examples']} examples ({metrics['resumed']} from earlier shards)"]
+    engine = metrics["backend"] + (f" {metrics['compute_type']}" if metrics["compute_type"] else "")
+    parts = [f"{metrics['examples']} examples ({metrics['resumed']} from earlier shards)",
+             f"backend {engine} ({metrics['backend_reason']})"]  # fmt: skip
     if metrics["samples_per_second"]:
         parts.append(f"{metrics['samples_per_second']} samples/s, {metrics['generated_tokens_per_second']} tokens/s")
     parts.append(f"mean length {metrics['mean_generated_length']}")

@@ -124,7 +124,9 @@ class ShardWriter(BasePredictionWriter):
         self._batches = 0
         self._crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # setup/teardown run on every rank; the predict hooks do not on a rank without batches, which
+        # must still leave its (empty) shard.
         path = shard_dir(self.out) / f"rank{trainer.global_rank}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():  # drop a line a kill cut short, so the next record starts on its own line
@@ -147,7 +149,7 @@ class ShardWriter(BasePredictionWriter):
         if self._crash_after and self._batches >= self._crash_after:
             os._exit(137)
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.close()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -1,0 +1,189 @@
+"""CTranslate2 backend: fp32 outputs equal transformers', the conversion cache, auto fallback and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from test_predict import _fails, make_run, predict_here, synthetic_ids
+from sumlab.predict import backends
+from sumlab.predict.writer import read_predictions
+
+pytest.importorskip("ctranslate2")
+
+OVERRIDES = OmegaConf.create({"family": None, "prefix": None, "separator": None, "revision": None, "trust_remote_code": False})
+SETTINGS = {  # (name, generation keys over the beam4 defaults)
+    "greedy": {"num_beams": 1},
+    "beam4": {},
+    "beam4-short": {"length_penalty": 0.6},
+    "beam4-long": {"length_penalty": 2.0},
+    # seq2seq only: with beams, or for causal models, these fall back to hf (see ct2_unsupported)
+    "greedy-penalties": {"num_beams": 1, "no_repeat_ngram_size": 3, "repetition_penalty": 1.3, "min_new_tokens": 6},
+}
+
+
+@pytest.fixture(scope="module", params=["t5", "bart", "gpt2"])
+def arch_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return request.param, make_run(tmp_path_factory.mktemp(f"{request.param}run"), request.param)
+
+
+def _generation(**keys: object) -> object:
+    base = {"num_beams": 4, "max_new_tokens": 20, "min_new_tokens": 0, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+            "repetition_penalty": 1.0, "early_stopping": True, "do_sample": False, "top_k": 50, "top_p": 1.0,
+            "temperature": 1.0}  # fmt: skip
+    return OmegaConf.create({**base, **keys})
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_ctranslate2_fp32_equals_hf(arch_run: tuple[str, Path], setting: str, tmp_path: Path) -> None:
+    """Same ids in (T5 prefix, added tag tokens, causal prompt + separator), same text out, batch by batch."""
+    from sumlab.data import synthetic
+    from sumlab.family import make_family
+    from sumlab.generation import build_generation_config
+    from sumlab.predict.loading import load
+
+    arch, run = arch_run
+    if arch == "gpt2" and setting == "greedy-penalties":
+        pytest.skip("no_repeat_ngram_size/repetition_penalty count the prompt in HF: causal models fall back to hf")
+    loaded = load(str(run), OVERRIDES, str(tmp_path))
+    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator)
+    rows = synthetic.generate_split("test", 16, 42)
+    feats = [family.features(r["dialogue"], None, 192, 48) for r in rows]
+    key = "input_ids" if "input_ids" in feats[0] else "prompt_ids"
+    tag_ids = set(loaded.tokenizer.convert_tokens_to_ids(["#Person1#", "#Person2#"]))
+    assert len(tag_ids) == 2 and all(tag_ids <= set(f[key]) for f in feats)  # tags go in as single added tokens
+    if arch == "t5":
+        assert loaded.prefix == "summarize: " and loaded.tokenizer.decode(feats[0][key]).startswith("summarize:")
+    gen = build_generation_config(_generation(**SETTINGS[setting]), loaded.model)
+    if arch == "bart":
+        gen.forced_bos_token_id = loaded.tokenizer.bos_token_id  # as bart-large-cnn's config has it
+    assert backends.ct2_unsupported(gen, loaded.family, loaded.model) is None
+    hf = backends.HFEngine(loaded.model, family, gen, fast_cache=True)
+    path = tmp_path / "ct2"
+    assert backends.convert(loaded.model, loaded.tokenizer, path, "float32") > 0
+    ct2 = backends.CT2Engine(path, family, gen, "float32", torch.device("cpu"), 1, 42)
+    ours, theirs = [], []
+    with torch.inference_mode():
+        for i in range(0, len(feats), 6):  # uneven batches: padding differs between them
+            ours += list(zip(*ct2.generate(ct2.collate(feats[i : i + 6]))))
+            theirs += list(zip(*hf.generate(hf.collate(feats[i : i + 6]))))
+    assert ours == theirs  # texts and generated lengths
+    if (arch, SETTINGS[setting].get("num_beams")) != ("bart", 1):  # tiny BART's greedy says one thing to all
+        assert len({t for t, _ in ours}) > 1
+    if "min_new_tokens" in SETTINGS[setting]:
+        assert min(n for _, n in ours) >= 6 - 1  # min_new_tokens held (BART's first token is <s>, not counted)
+
+
+def test_forced_bos_and_eos_map_to_prefix_and_shorter_limit() -> None:
+    from transformers import GenerationConfig
+
+    gen = GenerationConfig(num_beams=4, max_new_tokens=10, min_new_tokens=2, forced_bos_token_id=0, forced_eos_token_id=2,
+                           early_stopping=True, length_penalty=2.0)  # fmt: skip
+    opts, forced = backends.ct2_options(gen, "seq2seq")
+    assert forced == 0
+    assert opts == {"beam_size": 4, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "length_penalty": 2.0,
+                    "max_decoding_length": 9, "min_decoding_length": 2}  # fmt: skip
+    sampled, _ = backends.ct2_options(GenerationConfig(do_sample=True, top_k=0, top_p=0.9, temperature=0.7, max_new_tokens=5), "causal")
+    assert sampled["sampling_topk"] == 0 and sampled["sampling_topp"] == 0.9 and sampled["sampling_temperature"] == 0.7
+    assert sampled["include_prompt_in_result"] is False and sampled["max_length"] == 5
+
+
+# --- through predict.py -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def t5_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("t5run"), "t5")
+
+
+def _cache_dirs(run: Path) -> list[Path]:
+    return sorted(p for p in (run / "export").iterdir() if p.name.startswith(backends.CACHE_PREFIX))
+
+
+def test_auto_falls_back_and_explicit_backend_errors(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    setting = "generation.no_repeat_ngram_size=3"  # with beams 4: HF and CTranslate2 differ
+    metrics = predict_here(tmp_path / "auto", f"model_dir={t5_run}", "generation=beam4", setting)
+    out = capsys.readouterr().out
+    assert metrics["backend"] == "hf" and "generation.no_repeat_ngram_size=3 with beam search" in metrics["backend_reason"]
+    saved = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert (saved["backend"], saved["backend_reason"]) == (metrics["backend"], metrics["backend_reason"])
+    assert "backend hf (auto: CTranslate2 cannot honour generation.no_repeat_ngram_size=3 with beam search)" in out
+    err = _fails(tmp_path / "explicit", capsys, f"model_dir={t5_run}", "generation=beam4", setting, "backend=ctranslate2")
+    assert "generation.no_repeat_ngram_size=3" in err and "backend=hf" in err
+    err = _fails(tmp_path / "stop", capsys, f"model_dir={t5_run}", "generation=beam4", "generation.early_stopping=false",
+                "backend=ctranslate2")  # fmt: skip
+    assert "generation.early_stopping=False" in err
+
+
+def test_conversion_cache_reused_and_rebuilt_after_weights_change(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", "t5", steps=2)
+    first = predict_here(tmp_path / "a", f"model_dir={run}")
+    assert first["backend"] == "ctranslate2" and first["compute_type"] == "float32" and first["conversion_seconds"] > 0
+    [cache] = _cache_dirs(run)
+    assert cache.name.startswith("ctranslate2-float32-") and (cache / "model.bin").is_file()
+    before = (cache / "model.bin").stat().st_mtime_ns
+    second = predict_here(tmp_path / "b", f"model_dir={run}")
+    assert second["conversion_seconds"] == 0 and (cache / "model.bin").stat().st_mtime_ns == before
+    assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b")
+    # new weights (another training of the same shape): a new cache, and its own outputs
+    other = make_run(tmp_path / "other", "t5", steps=40)
+    for name in ("model.safetensors",):
+        (run / "export" / name).write_bytes((other / "export" / name).read_bytes())
+    third = predict_here(tmp_path / "c", f"model_dir={run}")
+    assert third["conversion_seconds"] > 0 and len(_cache_dirs(run)) == 2
+    hf = predict_here(tmp_path / "d", f"model_dir={run}", "backend=hf")
+    assert read_predictions(tmp_path / "c") == read_predictions(tmp_path / "d") != read_predictions(tmp_path / "a")
+    assert hf["backend"] == "hf" and hf["compute_type"] is None
+
+
+def test_killed_conversion_leaves_nothing_usable(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", "t5", steps=1)
+    # The converter dies (as under kill -9) after it has written part of model.bin.
+    script = (
+        "import os, sys; from pathlib import Path; sys.path.insert(0, 'tests');"
+        "from omegaconf import OmegaConf; from ctranslate2.specs import model_spec;"
+        "from sumlab.predict import backends; from sumlab.predict.loading import load;"
+        "orig = model_spec.ModelSpec.save\n"
+        "def dying(self, output_dir):\n"
+        "    Path(output_dir, 'model.bin').write_bytes(b'partial'); Path(output_dir, 'config.json').write_text('{}'); os._exit(137)\n"
+        "model_spec.ModelSpec.save = dying\n"
+        f"m = load({str(run)!r}, OmegaConf.create({OVERRIDES_YAML!r}), 'c');"
+        f"backends.convert(m.model, m.tokenizer, Path({str(run / 'export' / 'ctranslate2-float32-x')!r}), 'float32')"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    assert _cache_dirs(run) == []  # only a hidden temporary directory, never the cache's name
+    assert any(p.name.startswith(".ctranslate2-") for p in (run / "export").iterdir())
+    metrics = predict_here(tmp_path / "out", f"model_dir={run}")
+    assert metrics["backend"] == "ctranslate2" and metrics["conversion_seconds"] > 0
+    assert [r["id"] for r in read_predictions(tmp_path / "out")] == synthetic_ids()
+
+
+OVERRIDES_YAML = OmegaConf.to_yaml(OVERRIDES)
+
+
+def test_unwritable_model_dir_caches_under_cache_dir(tmp_path: Path) -> None:
+    assert backends.cache_location(None, "hub-model", "int8", "abc", str(tmp_path)) == (
+        tmp_path / "ctranslate2" / "hub-model-ctranslate2-int8-abc"
+    )
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    os.chmod(read_only, 0o500)
+    try:
+        if os.access(read_only, os.W_OK):
+            pytest.skip("running as root: a read-only directory is still writable")
+        assert backends.cache_location(read_only, "m", "float32", "abc", str(tmp_path)).parent == tmp_path / "ctranslate2"
+    finally:
+        os.chmod(read_only, 0o700)
+    assert backends.cache_location(tmp_path, "m", "float32", "abc", str(tmp_path / "c")) == tmp_path / "ctranslate2-float32-abc"
+
+
+def test_unknown_backend_or_compute_type(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert "backend=onnx is unknown" in _fails(tmp_path / "o1", capsys, f"model_dir={t5_run}", "backend=onnx")
+    assert "compute_type=int3 is unknown" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "compute_type=int3")
