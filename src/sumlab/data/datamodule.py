@@ -1,25 +1,28 @@
-"""Lightning data module: tokenized splits, dynamic padding, optional length-grouped training batches."""
+"""Lightning data module: tokenized splits, dynamic padding, length-grouped (or token-budget) batches."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
 import lightning.pytorch as L
+import numpy as np
+import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from sumlab.data.samplers import EvalBatchSampler, LengthGroupedBatchSampler, ResumableDataLoader
 from sumlab.data.sources import Example
 from sumlab.family import Causal, Seq2Seq
 
 
 class SummarizationDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DictConfig, family: Seq2Seq | Causal, splits: dict[str, list[Example]]) -> None:
+    def __init__(self, cfg: DictConfig, family: Seq2Seq | Causal, splits: dict[str, list[Example]], seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.family = family
         self.splits = splits
         self._encoded: dict[str, list[tuple[dict[str, Any], Optional[str]]]] = {}
+        self.seed = seed  # the training order is a function of (seed, epoch) only
 
     def encoded(self, split: str) -> list[tuple[dict[str, Any], Optional[str]]]:
         """(features with the example's position "idx", reference summary) per example, tokenized once."""
@@ -39,17 +42,30 @@ class SummarizationDataModule(L.LightningDataModule):
         batch["references"] = [reference for _, reference in items]
         return batch
 
+    def lengths(self, split: str) -> np.ndarray:
+        """Per example, the length of each padded training tensor: (source, target), or (sequence,) for causal."""
+        return np.array(
+            [[len(f["input_ids"]), len(f.get("labels", ()))] if "input_ids" in f
+             else [len(f["prompt_ids"]) + len(f.get("target_ids", ()))] for f, _ in self.encoded(split)]
+        )  # fmt: skip
+
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         data = self.encoded(split)
-        sampler = None
-        if train and self.cfg.group_by_length:
-            # transformers' sampler: shuffled megabatches sorted by length, so batches pad little.
-            lengths = [sum(len(v) for k, v in f.items() if k != "idx") for f, _ in data]
-            sampler = LengthGroupedSampler(batch_size, lengths=lengths)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if train:  # shuffled by (seed, epoch), the same batch count on every rank, resumable mid-epoch
+            sampler = LengthGroupedBatchSampler(
+                self.lengths(split), batch_size, self.cfg.max_tokens, self.seed, self.cfg.group_by_length, rank, world
+            )
+        else:  # longest first: generation pads each batch to its longest source
+            sources = [len(f["input_ids"] if "input_ids" in f else f["prompt_ids"]) for f, _ in data]
+            sampler = EvalBatchSampler(sources, batch_size, rank=rank, world_size=world)
         workers = self.cfg.num_workers
-        return DataLoader(
-            data, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-            collate_fn=self.collate, num_workers=workers, persistent_workers=workers > 0,
+        # its own generator: creating the loader's iterator draws a seed, which must not advance the global
+        # torch RNG (dropout) differently in an interrupted and a resumed run
+        return (ResumableDataLoader if train else DataLoader)(
+            data, batch_sampler=sampler, collate_fn=self.collate, num_workers=workers,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed),
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
