@@ -16,10 +16,6 @@ from conftest import TINY_RUN, run_cli, train_in_process
 pytestmark = pytest.mark.slow
 # 8 batches an epoch, 2 epochs; last.ckpt every 3 steps within an epoch (3, 6, 9, 12, 15) and after each epoch
 RESUME_RUN = [*TINY_RUN, "trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=3", "test=false", "export=false"]
-MODELS = {
-    "tiny_t5": ["seed=11"],
-    "tiny_gpt2_lora": ["model=tiny_gpt2", "qlora=lora", "seed=12"],  # adapters: only trainable tensors are saved
-}
 
 
 def _final(run_dir: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -47,34 +43,38 @@ def _assert_same_run(reference: Path, resumed: Path) -> None:
     assert history == ref_history  # every validation of the run: ROUGE, loss, gen_len, epoch, step
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-def test_sigkill_mid_epoch_then_resume_last_equals_uninterrupted(model: str, tmp_path: Path) -> None:
-    overrides = [*RESUME_RUN, *MODELS[model]]
-    train_in_process(overrides, tmp_path / "reference")
-    # killed at the start of step 12's batch: last.ckpt holds step 9 (epoch 1, batch 1 of 8); steps 10-11 are lost
+def _resume_last(overrides: list[str], tmp_path: Path) -> Path:
+    """SIGKILL after step 11 (last.ckpt holds step 9: epoch 1, batch 1 of 8; steps 10-11 are lost), resume with `last`."""
     killed, proc = _interrupt(overrides, 11, "SIGKILL", tmp_path)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     saved = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == 9 and saved["epoch"] == 1
     assert json.loads((killed / "run.json").read_text())["status"] == "running"  # SIGKILL: nothing could update it
-
     resumed = Path(os.environ["SUMLAB_OUTPUT_DIR"]) / "train" / f"{tmp_path.name}-resumed"
     train_in_process([*overrides, "ckpt_path=last"], resumed)
     assert json.loads((resumed / "metrics.json").read_text())["resumed_from"] == str(killed / "checkpoints" / "last.ckpt")
-    _assert_same_run(tmp_path / "reference", resumed)
+    return resumed
 
 
-def test_sigterm_writes_last_checkpoint_marks_interrupted_and_resumes_exactly(tmp_path: Path) -> None:
-    overrides = [*RESUME_RUN, "seed=13"]
+def test_default_model_killed_or_preempted_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    overrides = [*RESUME_RUN, "seed=11"]  # a config no other test trains, so `last` finds this test's run
     train_in_process(overrides, tmp_path / "reference")
-    # SIGTERM during step 11: Lightning finishes that batch, then last.ckpt is written at step 11 (no periodic save there)
+    _assert_same_run(tmp_path / "reference", _resume_last(overrides, tmp_path))
+
+    # SIGTERM (SLURM preemption) during step 11: Lightning finishes that batch, then last.ckpt is written at
+    # step 11 (no periodic save there), run.json says interrupted, and the exit code is the shell's 143
     stopped, proc = _interrupt(overrides, 10, "SIGTERM", tmp_path)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert json.loads((stopped / "run.json").read_text())["status"] == "interrupted"
     saved = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == 11
-
-    resumed = tmp_path / "resumed"
+    resumed = tmp_path / "after-sigterm"
     train_in_process([*overrides, f"ckpt_path={stopped / 'checkpoints' / 'last.ckpt'}"], resumed)
     _assert_same_run(tmp_path / "reference", resumed)
+
+
+def test_lora_run_killed_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    overrides = [*RESUME_RUN, "model=tiny_gpt2", "qlora=lora", "seed=12"]  # adapters: only trainable tensors saved
+    train_in_process(overrides, tmp_path / "reference")
+    _assert_same_run(tmp_path / "reference", _resume_last(overrides, tmp_path))
