@@ -16,7 +16,7 @@ from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from sumlab import adapters
-from sumlab.family import Causal, Seq2Seq, generate_texts
+from sumlab.family import IGNORE_INDEX, Causal, Seq2Seq, generate_texts
 from sumlab.metrics import RougeMetric
 from sumlab.predict.beam_cache import fast_beam_cache
 
@@ -111,8 +111,9 @@ class SummarizationModule(L.LightningModule):
             return generate_texts(self.family, self.model, batch, self.generation_config)
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        size = batch["idx"].numel()
-        self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=size)
+        # weighted by target tokens: the mean over all tokens of the split, whatever the batches
+        tokens = (batch["labels"] != IGNORE_INDEX).sum()
+        self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=tokens)
         predictions, lengths = self.generate(batch)
         self.rouge[stage].update(batch["idx"], predictions, batch["references"], lengths)
 
