@@ -72,6 +72,7 @@ def compose(overrides: list[str], run_dir: Path) -> Any:
 def sumlab_row(overrides: list[str], out: Path, name: str) -> dict[str, float]:
     import json
 
+    from bench_train import ValTimer  # the class Hydra instantiates (this file also runs as __main__)
     from sumlab.train import run
 
     ValTimer.seconds, ValTimer.samples = 0.0, 0
