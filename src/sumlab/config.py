@@ -64,6 +64,7 @@ class ModelConfig:
     scheduler: str = "linear"  # the preset's recommended schedule; optim.scheduler defaults to it
     safe_precisions: list[str] = field(default_factory=lambda: ["32", "bf16-mixed", "16-mixed"])
     gradient_checkpointing: bool = False  # trade compute for memory (non-reentrant)
+    compile: bool = False  # torch.compile the model for training (first steps slower while it compiles)
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
     trust_remote_code: bool = False
 
@@ -82,7 +83,7 @@ class DataConfig:
     train_split: str = "train"  # the hub dataset's name for each split
     validation_split: str = "validation"
     test_split: str = "test"
-    streaming: bool = False  # read hub/files as iterable datasets, tokenized as read, no cache: no group_by_length, no epoch sizes
+    streaming: bool = False  # read hub/files as iterable datasets, tokenized as read, no cache: group_by_length does not apply, no max_tokens, no epoch sizes
     shuffle_buffer: int = 10000  # data.streaming: training rows are shuffled within a buffer of this many rows
     text_column: str = "dialogue"  # column holding the text to summarize
     summary_column: str = "summary"  # column holding the reference summary (the training target)
@@ -106,9 +107,10 @@ class DataConfig:
     batch_size: int = 16  # per device, training
     eval_batch_size: int = 32  # per device, validation and test
     num_workers: int = 0  # DataLoader worker processes
-    group_by_length: bool = False  # training batches of similar length (less padding), still shuffled
+    group_by_length: bool = True  # training batches of similar length (less padding), still shuffled by (seed, epoch)
     special_tokens: bool = True  # speaker tags and masks (#Person1#, #PhoneNumber#) become whole tokens
     special_token_pattern: str = r"#[A-Za-z][A-Za-z0-9_]*#"  # what counts as such a tag
+    max_tokens: Optional[int] = None  # training batches built to this many padded source+target tokens (batch_size then unused)
 
 
 @dataclass
@@ -147,7 +149,7 @@ class TrainerConfig:
     devices: Any = "auto"  # int, list of ids or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto, ddp, ddp_spawn, fsdp, ...
-    precision: str = "32"  # 32, bf16-mixed, 16-mixed (checked against model.safe_precisions)
+    precision: str = "auto"  # auto (bf16-mixed on a GPU that supports it, else 32), 32, bf16-mixed, 16-mixed; checked against model.safe_precisions
     max_epochs: Optional[int] = 10
     max_steps: int = -1
     min_epochs: Optional[int] = None
@@ -166,7 +168,7 @@ class TrainerConfig:
     benchmark: Optional[bool] = None
     enable_progress_bar: Optional[bool] = None
     enable_model_summary: Optional[bool] = None
-    use_distributed_sampler: bool = True
+    use_distributed_sampler: bool = False  # must stay false: sumlab's batch samplers split batches across ranks themselves
 
 
 @dataclass
@@ -268,7 +270,7 @@ def validate(cfg: DictConfig) -> None:
     """Rules across keys; raises SumlabError naming the key and what is allowed."""
     check_schema(cfg, TrainConfig)
     precision = str(cfg.trainer.precision)
-    if precision not in cfg.model.safe_precisions:
+    if precision != "auto" and precision not in cfg.model.safe_precisions:
         hint = FP16_UNSAFE_HINT if precision.startswith("16") else f"use one of {list(cfg.model.safe_precisions)}"
         raise SumlabError(
             f"trainer.precision={precision} is not safe for model {cfg.model.name_or_path}: {hint}"
@@ -285,6 +287,8 @@ def validate(cfg: DictConfig) -> None:
     check_data(cfg.data)
     if cfg.data.streaming and cfg.trainer.max_steps < 1:  # else the LR schedule has no length to span
         raise SumlabError("data.streaming=true: a stream has no length; set trainer.max_steps")
+    if cfg.trainer.use_distributed_sampler:
+        raise SumlabError("trainer.use_distributed_sampler=true: sumlab's samplers already split batches across ranks; leave it false")
     if not 0.0 <= cfg.optim.warmup_ratio < 1.0:
         raise SumlabError(f"optim.warmup_ratio={cfg.optim.warmup_ratio} must be in [0, 1)")
     if not 0.0 <= cfg.optim.label_smoothing < 1.0:
@@ -305,12 +309,14 @@ def check_data(data: DictConfig) -> None:
     for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
         if data[key] < 1:
             raise SumlabError(f"data.{key}={data[key]} must be at least 1")
+    if data.max_tokens is not None and data.max_tokens < 1:
+        raise SumlabError(f"data.max_tokens={data.max_tokens} must be at least 1 (or null for data.batch_size batches)")
     if data.preprocessing_num_workers is not None and data.preprocessing_num_workers < 1:
         raise SumlabError(f"data.preprocessing_num_workers={data.preprocessing_num_workers} must be at least 1 (or null)")
     if data.streaming and data.source == "synthetic":
         raise SumlabError("data.streaming=true needs files or a hub dataset: the synthetic set is generated in memory")
-    if data.streaming and data.group_by_length:
-        raise SumlabError("data.group_by_length needs every length before training: not available with data.streaming=true")
+    if data.streaming and data.max_tokens is not None:
+        raise SumlabError("data.max_tokens needs every length before training: not available with data.streaming=true")
 
 
 def check_generation(gen: DictConfig) -> None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from typing import Any, Optional
 
 import lightning.pytorch as L
+import numpy as np
 import torch
+import torch.distributed as dist
 from torchmetrics import MeanMetric
 from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from sumlab import adapters
-from sumlab.family import Causal, Seq2Seq, generate_texts
+from sumlab.family import IGNORE_INDEX, Causal, Seq2Seq, generate_texts
 from sumlab.metrics import RougeMetric
+from sumlab.predict.beam_cache import fast_beam_cache
 
 # The same rule as transformers' Trainer: no weight decay on biases and any norm's weights.
 NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
@@ -33,6 +37,7 @@ class SummarizationModule(L.LightningModule):
         monitor: str = "val/rouge_combined",
         mode: str = "max",
         multi_reference: str = "mean",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: fine-tuning a hub
@@ -52,16 +57,30 @@ class SummarizationModule(L.LightningModule):
         self.train_seconds = 0.0
         # Adapter checkpoints hold only what trains; the frozen rest comes from the built model.
         self.strict_loading = not adapters.is_adapted(model)
+        # torch.compile'd forward for the training loss only (generation keeps the eager model: its
+        # shapes change every step and would recompile); weights are shared, and object.__setattr__ keeps
+        # it out of the submodules, so state_dict and checkpoints are the same with and without it
+        object.__setattr__(self, "_train_model", torch.compile(self.model) if compile else self.model)
+        self._rng_to_restore: Optional[dict[str, Any]] = None
 
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.family.loss(self.model, batch, self.optim["label_smoothing"])
+        loss = self.family.loss(self._train_model, batch, self.optim["label_smoothing"])
         self.train_tokens += self.family.tokens(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["idx"].numel())
         return loss
 
     def on_train_start(self) -> None:
         self._fit_started = time.perf_counter()
+        # Lightning 2.6 drops a checkpoint's train-loader position when configure_optimizers asked for
+        # estimated_stepping_batches (the loader was set up before the restore; Lightning issue #20550).
+        # Hand it over here: our loader reads its position lazily, at the first batch, which is still ahead.
+        self.trainer.fit_loop._load_combined_loader_states()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # the first batch after a resume: continue the saved RNG streams
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def on_train_end(self) -> None:
         self.train_seconds = time.perf_counter() - self._fit_started
@@ -75,8 +94,10 @@ class SummarizationModule(L.LightningModule):
             {"params": [p for n, p in named if n in decay], "weight_decay": self.optim["weight_decay"]},
             {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
         ]
+        # fused: one kernel for the whole update on CUDA (CPU keeps the default foreach implementation)
+        fused = bool(named) and all(p.is_cuda for _, p in named) or None
         optimizer = torch.optim.AdamW(
-            groups, lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim["eps"]
+            groups, lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim["eps"], fused=fused
         )
         steps = int(self.trainer.estimated_stepping_batches)  # real optimizer steps: accumulation and devices counted
         scheduler = get_scheduler(
@@ -87,11 +108,13 @@ class SummarizationModule(L.LightningModule):
 
     # --- validation and test: generate, score ------------------------------------------------------
     def generate(self, batch: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
-        return generate_texts(self.family, self.model, batch, self.generation_config)
+        with fast_beam_cache():  # beam search without re-copying the cross-attention cache (guarded, see there)
+            return generate_texts(self.family, self.model, batch, self.generation_config)
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        size = batch["idx"].numel()
-        self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=size)
+        # weighted by target tokens: the mean over all tokens of the split, whatever the batches
+        tokens = (batch["labels"] != IGNORE_INDEX).sum()
+        self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=tokens)
         predictions, lengths = self.generate(batch)
         self.rouge[stage].update(batch["idx"], predictions, batch["references"], lengths)
 
@@ -131,8 +154,39 @@ class SummarizationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sumlab_val_history"] = self.val_history
+        # every rank's RNG streams (dropout masks), indexed by global rank; every rank runs this hook
+        states = [get_rng_states()]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, get_rng_states())
+        checkpoint["sumlab_rng_states"] = states
         adapters.on_save_checkpoint(self, checkpoint)  # LoRA/QLoRA: keep only trainable tensors
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_history = checkpoint.get("sumlab_val_history", [])
+        states = checkpoint.get("sumlab_rng_states")
+        if states:  # applied at the next training batch, after everything a fresh process set up
+            self._rng_to_restore = states[self.global_rank % len(states)]
         adapters.on_load_checkpoint(self, checkpoint)  # checks the adapter's frozen base is this one
+
+
+def get_rng_states() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA RNG states as tensors and plain values (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "python": [version, list(py_state), py_gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    version, py_state, py_gauss = states["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

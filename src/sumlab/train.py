@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import time
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sumlab.config import enum_value, validate
@@ -54,12 +56,24 @@ def build_module(cfg: DictConfig, splits: dict[str, datasets.Dataset]) -> tuple[
     module = SummarizationModule(
         model, tokenizer, family, model.generation_config, optim, rouge_tokenizer=cfg.metrics.tokenizer,
         monitor=cfg.metrics.monitor, mode=cfg.metrics.mode, multi_reference=cfg.metrics.multi_reference,
+        compile=cfg.model.compile,
     )  # fmt: skip
-    return module, SummarizationDataModule(cfg.data, family, splits, cfg.paths.cache_dir), added
+    return module, SummarizationDataModule(cfg.data, family, splits, cfg.paths.cache_dir, seed=cfg.seed), added
+
+
+def training_precision(cfg: DictConfig) -> str:
+    """trainer.precision, with auto = bf16-mixed on a CUDA device that supports it (if the model allows), else 32."""
+    wanted = str(cfg.trainer.precision)
+    if wanted != "auto":
+        return wanted
+    on_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    bf16 = on_gpu and torch.cuda.is_bf16_supported() and "bf16-mixed" in cfg.model.safe_precisions
+    return "bf16-mixed" if bf16 else "32"
 
 
 def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
+    kwargs["precision"] = training_precision(cfg)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
@@ -117,6 +131,11 @@ def run(cfg: DictConfig) -> float:
                 }
         elif best_ckpt:
             module.load_state_dict(best_state["state_dict"], strict=module.strict_loading)
+    except SIGTERMException:  # preemption or time limit: last.ckpt was just written (callbacks.LastCheckpoint)
+        if is_zero:
+            run_dir.finish("interrupted", error="SIGTERM: resume with ckpt_path=last")
+        print("interrupted by SIGTERM: checkpoints/last.ckpt is resumable with ckpt_path=last", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None  # the shell's code for a SIGTERM'd process
     except BaseException as ex:
         if is_zero:
             status = "pruned" if type(ex).__name__ == "TrialPruned" else "failed"  # a sweep stopped it early

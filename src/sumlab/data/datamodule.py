@@ -1,4 +1,5 @@
-"""Lightning data module: tokenized splits from the cache (memory-mapped Arrow), dynamic padding, samplers.
+"""Lightning data module: tokenized splits from the cache (memory-mapped Arrow), dynamic padding, and
+length-grouped (or token-budget) training batches that resume mid-epoch (data/samplers.py).
 
 Under DDP, Lightning runs ``prepare_data`` on each node's local rank 0 while the other ranks wait; it
 builds any missing cache, then every rank's ``setup`` memory-maps the same files. Rows are turned into
@@ -14,10 +15,11 @@ import lightning.pytorch as L
 import numpy as np
 from datasets.distributed import split_dataset_by_node
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Sampler
-from transformers.trainer_pt_utils import LengthGroupedSampler
+import torch
+from torch.utils.data import DataLoader
 
 from sumlab.data.cache import TokenizedCache
+from sumlab.data.samplers import EvalBatchSampler, LengthGroupedBatchSampler, ResumableDataLoader
 from sumlab.errors import SumlabError
 from sumlab.family import Causal, Seq2Seq
 
@@ -25,7 +27,8 @@ FEATURE_KEYS = ("input_ids", "labels", "prompt_ids", "target_ids")
 
 
 class SummarizationDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DictConfig, family: Seq2Seq | Causal, splits: dict[str, datasets.Dataset], cache_dir: str) -> None:
+    def __init__(self, cfg: DictConfig, family: Seq2Seq | Causal, splits: dict[str, datasets.Dataset], cache_dir: str,
+                 seed: int = 0) -> None:  # fmt: skip
         """``splits``: raw rows per split, as `sources.load_raw` returns them; tokenized under ``cache_dir``."""
         super().__init__()
         self.cfg = cfg
@@ -33,6 +36,7 @@ class SummarizationDataModule(L.LightningDataModule):
         self.splits = splits
         self.cache = TokenizedCache(cfg, family, cache_dir)
         self._tokenized: dict[str, datasets.Dataset] = {}
+        self.seed = seed  # the training order is a function of (seed, epoch) only
 
     def prepare_data(self) -> None:
         for split, raw in self.splits.items():
@@ -75,21 +79,34 @@ class SummarizationDataModule(L.LightningDataModule):
         batch["references"] = [r["references"] if "references" in r else r.get("summary") for r in rows]
         return batch
 
-    def _sampler(self, split: str, batch_size: int, train: bool) -> Optional[Sampler]:
-        if train and self.cfg.group_by_length:
-            # transformers' sampler: shuffled megabatches sorted by length, so batches pad little.
-            return LengthGroupedSampler(batch_size, lengths=self.lengths(split).tolist())
-        return None
+    def padded_lengths(self, split: str) -> np.ndarray:
+        """Per example, the length of each padded training tensor: (source, target), or (sequence,) for causal."""
+        table = self.tokenized(split).data
+        length = table.column("length").to_numpy()
+        if self.family.name != "seq2seq":
+            return length[:, None]
+        source = table.column("source_length").to_numpy()
+        return np.stack([source, length - source], axis=1)
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         data = self.tokenized(split)
-        if isinstance(data, datasets.IterableDataset):  # order is the stream's (shuffled in _stream)
-            return DataLoader(data, batch_size=batch_size, collate_fn=self.collate, num_workers=self.cfg.num_workers)
-        sampler = self._sampler(split, batch_size, train)
         workers = self.cfg.num_workers
-        return DataLoader(
-            data, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-            collate_fn=self.collate, num_workers=workers, persistent_workers=workers > 0,
+        if isinstance(data, datasets.IterableDataset):  # order is the stream's (shuffled in _stream)
+            return DataLoader(data, batch_size=batch_size, collate_fn=self.collate, num_workers=workers)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if train:  # shuffled by (seed, epoch), the same batch count on every rank, resumable mid-epoch
+            sampler = LengthGroupedBatchSampler(
+                self.padded_lengths(split), batch_size, self.cfg.max_tokens, self.seed, self.cfg.group_by_length, rank, world
+            )
+        else:  # longest first: generation pads each batch to its longest source
+            sources = data.data.column("source_length").to_numpy()
+            sampler = EvalBatchSampler(sources, batch_size, rank=rank, world_size=world)
+        # its own generator: creating the loader's iterator draws a seed, which must not advance the global
+        # torch RNG (dropout) differently in an interrupted and a resumed run
+        return (ResumableDataLoader if train else DataLoader)(
+            data, batch_sampler=sampler, collate_fn=self.collate, num_workers=workers,
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed),
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
