@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from conftest import TINY_RUN, compose_config, train_in_process
-from sumlab import adapters
+from sumlab.models import adapters
 from sumlab.errors import SumlabError
 from sumlab.models import tiny_model, train_tiny_tokenizer
 from sumlab.train import build_module, load_splits

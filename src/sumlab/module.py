@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from sumlab import adapters
+from sumlab.models import adapters
 from sumlab.family import Causal, Seq2Seq, generate_texts
 from sumlab.metrics import RougeMetric
 

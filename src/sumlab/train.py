@@ -20,7 +20,7 @@ from sumlab import quiet_lightning_logs, sweep
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import make_family
 from sumlab.generation import build_generation_config
-from sumlab.adapters import checkpoint_state
+from sumlab.models.adapters import checkpoint_state
 from sumlab.models import build
 from sumlab.module import SummarizationModule
 from sumlab.rundir import RunDir
