@@ -303,7 +303,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def prompt_fields(template: str) -> list[str]:
-    """The {placeholders} of model.prompt.user, in order; one line when it is not a valid template."""
+    """The {placeholders} of model.prompt.user besides {text}; one line when it is no valid template or lacks {text}."""
     try:
         parsed = [(name, spec or conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as ex:
@@ -311,7 +311,9 @@ def prompt_fields(template: str) -> list[str]:
     bad = [name for name, extra in parsed if extra or not name.isidentifier()]
     if bad:
         raise SumlabError(f"model.prompt.user placeholder {{{bad[0]}}} is not a plain column name: use {{text}} or {{column}}")
-    return [name for name, _ in parsed]
+    if "text" not in [name for name, _ in parsed]:
+        raise SumlabError(f"model.prompt.user has no {{text}} placeholder, so the dialogue would never reach the model: add {{text}} to {template!r}")
+    return [name for name, _ in parsed if name != "text"]
 
 
 def check_prompt(model: DictConfig, data: DictConfig) -> None:
@@ -320,8 +322,7 @@ def check_prompt(model: DictConfig, data: DictConfig) -> None:
     if model.get("chat_template"):
         if family != "causal":
             raise SumlabError("model.chat_template=true is for decoder-only models: set model.family=causal, or chat_template=false")
-        if "text" not in prompt_fields(model.prompt.user):
-            raise SumlabError(f"model.prompt.user has no {{text}} placeholder, so the dialogue would never reach the model: add {{text}} to {model.prompt.user!r}")
+        prompt_fields(model.prompt.user)
     if data.get("packing") and family != "causal":
         raise SumlabError("data.packing=true packs decoder-only training rows: use it with model.family=causal, or set data.packing=false")
 

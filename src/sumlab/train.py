@@ -18,7 +18,7 @@ from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import load_split, split_path
 from sumlab import quiet_lightning_logs, sweep
 from sumlab.errors import SumlabError, guarded
-from sumlab.family import make_family
+from sumlab.family import ChatPrompt, check_packing, make_family
 from sumlab.generation import build_generation_config
 from sumlab.models.adapters import checkpoint_state
 from sumlab.models import build
@@ -45,7 +45,12 @@ def build_module(cfg: DictConfig, splits: dict[str, list[dict]]) -> tuple[Summar
     model, tokenizer, added = build(
         cfg.model, cfg.data, train_texts, cfg.paths.cache_dir, cfg.get("qlora"), cfg.trainer.accelerator
     )
-    family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
+    family = make_family(
+        enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator,
+        chat=ChatPrompt.from_config(cfg.model), packing=cfg.data.packing,
+    )  # fmt: skip
+    if cfg.data.packing:
+        check_packing(model)  # refuse, rather than train with examples attending to each other
     model.generation_config = build_generation_config(cfg.generation, model)  # exported with the model
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = SummarizationModule(
