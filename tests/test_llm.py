@@ -92,8 +92,8 @@ def test_prompt_is_the_same_in_training_and_prediction(model: str, tmp_path: Pat
         assert "Be brief." in module.tokenizer.decode(trained)
 
 
-def _overfit(module, batch, steps: int) -> None:
-    optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=1e-2)
+def _overfit(module, batch, steps: int, lr: float = 1e-2) -> None:
+    optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=lr)
     module.train()
     for _ in range(steps):
         optimizer.zero_grad()
@@ -191,7 +191,8 @@ def test_packed_loss_equals_unpacked_loss_with_fewer_pads(model: str, tmp_path: 
 @pytest.mark.slow
 def test_packing_trains(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train_in_process(["model=tiny_llama", *TINY_RUN, "data.packing=true", "test=false", "export=false"], run_dir)
+    train_in_process(["model=tiny_llama", *TINY_RUN, "data.packing=true", "test=false", "export=false",
+                      "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"], run_dir)  # fmt: skip
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 8 and metrics["train_tokens"] > 0
 
@@ -203,16 +204,16 @@ def test_adapters_on_tiny_llama_train_and_merge(method: str, tmp_path: Path) -> 
     """Loss falls with only adapter weights training; export/ (merged, full precision) generates as the adapter model."""
     _, _, module, datamodule = build(
         "tiny_llama", tmp_path, f"qlora={method}", "qlora.r=8", "qlora.alpha=16", "qlora.dropout=0.0",
-        "data.max_source_length=128", "generation.max_new_tokens=6", "generation.min_new_tokens=6",
+        "data.max_source_length=128", "generation.max_new_tokens=6", "generation.min_new_tokens=6", "model.tiny.dropout=0.0",
     )  # fmt: skip
     model = module.model
     assert adapters.is_adapted(model) and adapters.is_quantized(model) == (method == "qlora")
-    trained = {n.split(".")[-3] for n, p in model.named_parameters() if p.requires_grad and "lora_A" in n}
+    trained = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad and "lora_A" in n}
     assert trained == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     batch = next(iter(datamodule.train_dataloader()))
     with torch.no_grad():
         before = module.family.loss(model, batch, 0.0).item()
-    _overfit(module, batch, steps=8)
+    _overfit(module, batch, steps=10, lr=3e-3)  # a random base with rank-8 adapters learns slowly, but steadily
     with torch.no_grad():
         after = module.family.loss(model, batch, 0.0).item()
     assert after < before - 0.05, (before, after)
