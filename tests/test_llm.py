@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from conftest import TINY_RUN, compose_config, train_in_process
+from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
 from sumlab.config import validate
 from sumlab.errors import SumlabError
 from sumlab.family import IGNORE_INDEX, ChatPrompt, decode, make_family
@@ -92,16 +92,6 @@ def test_prompt_is_the_same_in_training_and_prediction(model: str, tmp_path: Pat
         assert "Be brief." in module.tokenizer.decode(trained)
 
 
-def _overfit(module, batch, steps: int, lr: float = 1e-2) -> None:
-    optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=lr)
-    module.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        module.family.loss(module.model, batch, 0.0).backward()
-        optimizer.step()
-    module.eval()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", LLMS)
 def test_generation_stops_at_end_of_turn_and_returns_the_answer_only(model: str, tmp_path: Path) -> None:
@@ -110,7 +100,7 @@ def test_generation_stops_at_end_of_turn_and_returns_the_answer_only(model: str,
     family = module.family
     examples = sorted(splits["train"], key=lambda e: len(e["text"]) + len(e["summary"]))[:2]
     rows = [{"idx": i, **family.features(e["text"], e["summary"], 256, 48)} for i, e in enumerate(examples)]
-    _overfit(module, family.collate(rows), steps=60)
+    train_steps(module, family.collate(rows), steps=60, lr=1e-2)
     batch = family.collate([{"idx": r["idx"], "prompt_ids": r["prompt_ids"]} for r in rows])
     # the raw ids: the end-of-turn token right after each answer, nothing but padding after it
     config = module.generation_config
@@ -213,7 +203,7 @@ def test_adapters_on_tiny_llama_train_and_merge(method: str, tmp_path: Path) -> 
     batch = next(iter(datamodule.train_dataloader()))
     with torch.no_grad():
         before = module.family.loss(model, batch, 0.0).item()
-    _overfit(module, batch, steps=10, lr=3e-3)  # a random base with rank-8 adapters learns slowly, but steadily
+    train_steps(module, batch, steps=10, lr=3e-3)  # a random base with rank-8 adapters learns slowly, but steadily
     with torch.no_grad():
         after = module.family.loss(model, batch, 0.0).item()
     assert after < before - 0.05, (before, after)
@@ -253,16 +243,6 @@ def test_korean_llm_experiment(tmp_path: Path) -> None:
 
 
 # --- bad input: one line each -------------------------------------------------------------------------------
-def _one_line_error(capsys, overrides: list[str], tmp_path: Path, *needles: str) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        train_in_process(overrides, tmp_path / "run")
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
-
 @pytest.mark.parametrize(
     ("extra", "needles"),
     [
@@ -277,7 +257,7 @@ def _one_line_error(capsys, overrides: list[str], tmp_path: Path, *needles: str)
     ],
 )
 def test_bad_input_one_line(capsys, tmp_path: Path, extra: list[str], needles: list[str]) -> None:
-    _one_line_error(capsys, [*extra, *TINY_RUN], tmp_path, *needles)
+    assert_train_error(capsys, [*extra, *TINY_RUN], tmp_path, *needles)
 
 
 def test_packing_refused_when_attention_cannot_isolate(capsys, monkeypatch, tmp_path: Path) -> None:
@@ -285,5 +265,5 @@ def test_packing_refused_when_attention_cannot_isolate(capsys, monkeypatch, tmp_
     import transformers.masking_utils as masking
 
     monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
-    _one_line_error(capsys, ["model=tiny_llama", *TINY_RUN, "data.packing=true"], tmp_path,
+    assert_train_error(capsys, ["model=tiny_llama", *TINY_RUN, "data.packing=true"], tmp_path,
                     "data.packing=true", "attend to each other", "data.packing=false")  # fmt: skip

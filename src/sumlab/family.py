@@ -25,6 +25,7 @@ from sumlab.config import prompt_fields
 from sumlab.errors import SumlabError
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding, and the prompt of causal models)
+TEMPLATE_DATE = "26 Jul 2024"  # Llama 3.1+'s own fallback; a fixed date keeps training and prediction prompts equal
 TEXT_SLOT = "\uE000sumlab-text\uE000"  # stands for the dialogue while the chat template renders (private-use code points)
 
 
@@ -180,6 +181,7 @@ class Causal:
             rendered = self.tokenizer.apply_chat_template(
                 [*messages, {"role": "user", "content": user}], tokenize=False, add_generation_prompt=True,
                 enable_thinking=False,  # Qwen3 / EXAONE 4: answer directly (other templates ignore the flag)
+                date_string=TEMPLATE_DATE,  # Llama 3.x writes "Today Date" into the system turn: the same every day
             )  # fmt: skip
             head, found, tail = rendered.partition(TEXT_SLOT)
             if not found:
