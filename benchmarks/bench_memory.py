@@ -50,7 +50,7 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
     from omegaconf import OmegaConf
     from transformers import AutoModelForSeq2SeqLM
 
-    from sumlab import adapters
+    from sumlab.models import adapters
 
     qlora = OmegaConf.create({"method": method, "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": None,
                               "modules_to_save": None, "train_new_tokens": True, "bias": "none", "quant_type": "nf4",

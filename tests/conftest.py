@@ -81,3 +81,28 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+def assert_train_error(capsys: pytest.CaptureFixture[str], overrides: list[str], tmp_path: Path, *needles: str) -> str:
+    """train.run in this process stops with exit 2 and exactly one stderr line `error: ...` naming the problem."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_in_process(overrides, tmp_path / "run")
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def train_steps(module, batch: dict, steps: int, lr: float) -> None:
+    """A few AdamW steps of a SummarizationModule's trainable weights on one batch; leaves it in eval mode."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=lr)
+    module.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        module.family.loss(module.model, batch, 0.0).backward()
+        optimizer.step()
+    module.eval()

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from conftest import TINY_RUN, compose_config, train_in_process
-from sumlab import adapters
+from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
+from sumlab.models import adapters
 from sumlab.errors import SumlabError
 from sumlab.models import tiny_model, train_tiny_tokenizer
 from sumlab.train import build_module, load_splits
@@ -139,14 +139,7 @@ def test_checkpoint_trainable_only_and_resume(arch: str, method: str, tmp_path: 
 
 # --- export -----------------------------------------------------------------------------------------
 def _train_a_little(module, datamodule, steps: int = 6) -> None:
-    batch = first_batch(datamodule)
-    optimizer = torch.optim.AdamW([p for p in module.model.parameters() if p.requires_grad], lr=2e-2)
-    module.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        module.family.loss(module.model, batch, 0.0).backward()
-        optimizer.step()
-    module.eval()
+    train_steps(module, first_batch(datamodule), steps, lr=2e-2)
 
 
 def _auto(arch: str):
@@ -227,17 +220,6 @@ def test_gradient_checkpointing_with_adapters(tmp_path: Path) -> None:
 
 
 # --- bad input: one line each -----------------------------------------------------------------------
-def _one_line_error(capsys, overrides_: list[str], tmp_path: Path, *needles: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        train_in_process(overrides_, tmp_path / "run")
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("extra", "needles"),
     [
@@ -252,12 +234,12 @@ def _one_line_error(capsys, overrides_: list[str], tmp_path: Path, *needles: str
     ],
 )
 def test_bad_input_one_line(capsys, tmp_path: Path, extra: list[str], needles: list[str]) -> None:
-    _one_line_error(capsys, ["model=tiny_t5", *TINY_RUN, *extra], tmp_path, *needles)
+    assert_train_error(capsys, ["model=tiny_t5", *TINY_RUN, *extra], tmp_path, *needles)
 
 
 def test_unknown_family_needs_targets(capsys, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delitem(adapters.DEFAULT_TARGETS, "t5")
-    _one_line_error(capsys, ["model=tiny_t5", *TINY_RUN, "qlora=qlora"], tmp_path,
+    assert_train_error(capsys, ["model=tiny_t5", *TINY_RUN, "qlora=qlora"], tmp_path,
                     "no defaults for model type 't5'", "qlora.target_modules")  # fmt: skip
 
 

@@ -8,6 +8,7 @@ express live in :func:`validate`.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -36,6 +37,8 @@ class TinyArch(str, Enum):
     t5 = "t5"
     bart = "bart"
     gpt2 = "gpt2"
+    llama = "llama"  # Llama 3 style decoder, with Llama 3 chat tokens and template
+    qwen3 = "qwen3"  # Qwen3 decoder, with Qwen chat tokens and template
 
 
 @dataclass
@@ -49,7 +52,20 @@ class TinyModelConfig:
     d_ff: int = 512
     vocab_size: int = 2000  # tokenizer training target; the trained vocabulary may be smaller
     dropout: float = 0.1
-    max_positions: int = 1024  # BART/GPT-2 learned positions (T5 uses relative buckets)
+    max_positions: int = 1024  # BART/GPT-2 learned positions; Llama/Qwen3 rotary range (T5 uses relative buckets)
+    num_kv_heads: Optional[int] = None  # llama/qwen3: grouped-query key/value heads; null = num_heads
+
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant that summarizes dialogues."
+DEFAULT_USER_PROMPT = "Summarize the following dialogue in a few sentences.\n\n{text}"
+
+
+@dataclass
+class PromptConfig:
+    """Chat-template prompts (model.chat_template=true): the summary is the assistant's answer."""
+
+    system: Optional[str] = DEFAULT_SYSTEM_PROMPT  # the system turn; null or "" for none
+    user: str = DEFAULT_USER_PROMPT  # the user turn: {text} is the source; {column} is any other data column
 
 
 @dataclass
@@ -66,7 +82,11 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # trade compute for memory (non-reentrant)
     compile: bool = False  # torch.compile the model for training (first steps slower while it compiles)
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run the checkpoint's own modeling code; off unless a preset says why
+    chat_template: bool = False  # causal: prompt through the tokenizer's chat template (instruct models)
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # chat_template only: system and user turns
+    end_of_turn: list[str] = field(default_factory=list)  # chat: tokens ending the assistant turn; the first is learnt after the answer, any stops generation; [] = the EOS token
+    lora_target_modules: Optional[list[str]] = None  # the preset's LoRA targets when qlora.target_modules is null; null = family defaults
 
 
 @dataclass
@@ -111,6 +131,7 @@ class DataConfig:
     special_tokens: bool = True  # speaker tags and masks (#Person1#, #PhoneNumber#) become whole tokens
     special_token_pattern: str = r"#[A-Za-z][A-Za-z0-9_]*#"  # what counts as such a tag
     max_tokens: Optional[int] = None  # training batches built to this many padded source+target tokens (batch_size then unused)
+    packing: bool = False  # causal: a batch's examples in one row, positions restarting, no attention across examples
 
 
 @dataclass
@@ -191,13 +212,13 @@ class PathsConfig:
 
 @dataclass
 class QLoRAConfig:
-    """LoRA / QLoRA adapters (peft + bitsandbytes), set up by sumlab.adapters; method none trains every weight."""
+    """LoRA / QLoRA adapters (peft + bitsandbytes), set up by sumlab.models.adapters; method none trains every weight."""
 
     method: AdapterMethod = AdapterMethod.none  # none (full fine-tuning), lora, qlora (4-bit NF4 base), lora_8bit
     r: int = 16  # LoRA rank: size of the low-rank update of each target layer (at least 1)
     alpha: float = 32.0  # LoRA scale numerator: updates are scaled by alpha / r
     dropout: float = 0.05  # dropout on the input of each LoRA branch
-    target_modules: Optional[list[str]] = None  # module-name suffixes to adapt; null = the family's defaults (adapters.DEFAULT_TARGETS)
+    target_modules: Optional[list[str]] = None  # module-name suffixes to adapt; null = model.lora_target_modules, else the family's defaults (models.adapters.DEFAULT_TARGETS)
     modules_to_save: Optional[list[str]] = None  # extra modules trained in full and saved with the adapter (e.g. [lm_head])
     train_new_tokens: bool = True  # embedding rows of tags added to the vocabulary train (tied output rows follow)
     bias: str = "none"  # biases that train: none, all, lora_only
@@ -248,6 +269,10 @@ def register_configs() -> None:
 
 ROUGE_TOKENIZERS = ("default", "whitespace", "kiwi")
 DATA_SOURCES = ("files", "hub", "synthetic")
+QLORA_BITS = {"qlora": 4, "lora_8bit": 8}  # methods that load the frozen base quantized
+QLORA_BIASES = ("none", "all", "lora_only")
+QLORA_QUANT_TYPES = ("nf4", "fp4")
+QLORA_COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 # T5-family weights were trained in bf16 and overflow fp16 activations to inf/NaN.
 FP16_UNSAFE_HINT = "use trainer.precision=bf16-mixed (or 32)"
 
@@ -296,10 +321,33 @@ def validate(cfg: DictConfig) -> None:
     check_generation(cfg.generation)
     if cfg.model.tiny is None and cfg.model.name_or_path in (None, "", "???"):
         raise SumlabError("model.name_or_path is empty: name a hub model or a local directory, or pick model=tiny_t5")
-    if cfg.get("qlora") is not None:
-        from sumlab.adapters import check_config  # the qlora group's own rules
+    check_prompt(cfg.model, cfg.data)
+    check_qlora(cfg)
 
-        check_config(cfg)
+
+def prompt_fields(template: str) -> list[str]:
+    """The {placeholders} of model.prompt.user besides {text}; one line when it is no valid template or lacks {text}."""
+    try:
+        parsed = [(name, spec or conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as ex:
+        raise SumlabError(f"model.prompt.user is not a valid template ({ex}): write placeholders as {{text}}, literal braces as {{{{ }}}}") from None
+    bad = [name for name, extra in parsed if extra or not name.isidentifier()]
+    if bad:
+        raise SumlabError(f"model.prompt.user placeholder {{{bad[0]}}} is not a plain column name: use {{text}} or {{column}}")
+    if "text" not in [name for name, _ in parsed]:
+        raise SumlabError(f"model.prompt.user has no {{text}} placeholder, so the dialogue would never reach the model: add {{text}} to {template!r}")
+    return [name for name, _ in parsed if name != "text"]
+
+
+def check_prompt(model: DictConfig, data: DictConfig) -> None:
+    """Chat-template prompting and packing rules (the family applies them; these fail before any work)."""
+    family = enum_value(model.family)
+    if model.get("chat_template"):
+        if family != "causal":
+            raise SumlabError("model.chat_template=true is for decoder-only models: set model.family=causal, or chat_template=false")
+        prompt_fields(model.prompt.user)
+    if data.get("packing") and family != "causal":
+        raise SumlabError("data.packing=true packs decoder-only training rows: use it with model.family=causal, or set data.packing=false")
 
 
 def check_data(data: DictConfig) -> None:
@@ -327,6 +375,78 @@ def check_generation(gen: DictConfig) -> None:
         raise SumlabError(
             f"generation.min_new_tokens={gen.min_new_tokens} exceeds generation.max_new_tokens={gen.max_new_tokens}"
         )
+
+
+def method_of(qlora: Optional[DictConfig]) -> str:
+    return "none" if qlora is None else str(enum_value(qlora.method))
+
+
+def enabled(qlora: Optional[DictConfig]) -> bool:
+    return method_of(qlora) != "none"
+
+
+def resolve_device(accelerator: Any) -> str:
+    """Lightning's accelerator name -> the torch device type the model will live on."""
+    import torch  # here, not at the top: the schema is registered before torch is imported
+
+    acc = str(accelerator).lower()
+    if acc in ("gpu", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu" if acc == "auto" else "cuda"
+    return acc
+
+
+def check_qlora(cfg: DictConfig) -> None:
+    """The qlora group's rules; one SumlabError line naming the key and the fix."""
+    q = cfg.get("qlora")
+    method = method_of(q)
+    if method == "none":
+        return
+    if q.r < 1:
+        raise SumlabError(f"qlora.r={q.r} must be at least 1: it is the LoRA rank (8 to 64 is usual)")
+    if q.alpha <= 0:
+        raise SumlabError(f"qlora.alpha={q.alpha} must be positive (the update is scaled by alpha / r; 2 x r is usual)")
+    if not 0.0 <= q.dropout < 1.0:
+        raise SumlabError(f"qlora.dropout={q.dropout} must be in [0, 1)")
+    if q.bias not in QLORA_BIASES:
+        raise SumlabError(f"qlora.bias={q.bias} is unknown: use one of {list(QLORA_BIASES)}")
+    if q.target_modules is not None and len(q.target_modules) == 0:
+        raise SumlabError("qlora.target_modules=[] adapts nothing: list module names, or null for the family's defaults")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise SumlabError(f"qlora={method} needs peft: pip install 'sumlab[lora]'") from None
+    if method not in QLORA_BITS:
+        return
+    if q.quant_type not in QLORA_QUANT_TYPES:
+        raise SumlabError(f"qlora.quant_type={q.quant_type} is unknown: use one of {list(QLORA_QUANT_TYPES)}")
+    if q.compute_dtype != "auto" and q.compute_dtype not in QLORA_COMPUTE_DTYPES:
+        raise SumlabError(f"qlora.compute_dtype={q.compute_dtype} is unknown: use auto or one of {list(QLORA_COMPUTE_DTYPES)}")
+    if q.compute_dtype == "float16" and "16-mixed" not in cfg.model.safe_precisions:
+        raise SumlabError(
+            f"qlora.compute_dtype=float16 is not safe for model {cfg.model.name_or_path} (its activations overflow "
+            "in fp16): use qlora.compute_dtype=bfloat16 or auto"
+        )
+    device = resolve_device(cfg.trainer.accelerator)
+    if device not in ("cpu", "cuda"):
+        raise SumlabError(
+            f"qlora={method} quantizes with bitsandbytes, which runs on CUDA GPUs and the CPU, not on "
+            f"{device} (trainer.accelerator={cfg.trainer.accelerator}): use trainer.accelerator=gpu or cpu, or qlora=lora"
+        )
+    strategy = str(cfg.trainer.strategy).lower()
+    if "fsdp" in strategy or "deepspeed" in strategy:
+        raise SumlabError(
+            f"qlora={method} with trainer.strategy={cfg.trainer.strategy} is not supported (sharding quantized "
+            "weights needs a matching quant storage): use trainer.strategy=ddp or auto, or qlora=lora"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise SumlabError(f"qlora={method} needs bitsandbytes: pip install 'sumlab[lora]'") from None
 
 
 def enum_value(value: Any) -> Any:

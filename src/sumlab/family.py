@@ -1,18 +1,32 @@
 """Everything that differs between encoder-decoder and decoder-only summarizers, in one place.
 
 A family turns (text, summary) into features, pads a batch, computes the training loss and generates
-summaries. The LightningModule and the data module never branch on the family themselves.
+summaries. The LightningModule and the data module never branch on the family themselves. Training and
+prediction build a prompt with the same ``features`` call.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, GenerationConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
+    GenerationConfig,
+)
+
+from sumlab.config import prompt_fields
+from sumlab.errors import SumlabError
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding, and the prompt of causal models)
+TEMPLATE_DATE = "26 Jul 2024"  # Llama 3.1+'s own fallback; a fixed date keeps training and prediction prompts equal
+TEXT_SLOT = "\uE000sumlab-text\uE000"  # stands for the dialogue while the chat template renders (private-use code points)
 
 
 def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -51,7 +65,9 @@ class Seq2Seq:
         ids = self.tokenizer(text, truncation=True, max_length=limit)["input_ids"]
         return ids + [self.tokenizer.eos_token_id] if self._append_eos else ids
 
-    def features(self, text: str, summary: Optional[str], max_source: int, max_target: int) -> dict[str, list[int]]:
+    def features(self, text: str, summary: Optional[str], max_source: int, max_target: int,
+                 fields: Optional[dict[str, Any]] = None) -> dict[str, list[int]]:  # fmt: skip
+        """``fields`` (other columns) are for chat prompts; a seq2seq source is ``prefix + text``."""
         feats = {"input_ids": self._encode(self.prefix + text, max_source)}
         if summary is not None:
             feats["labels"] = self._encode(summary, max_target)
@@ -82,30 +98,123 @@ class Seq2Seq:
         )
 
 
-class Causal:
-    """Decoder-only: ``prompt + separator + summary + EOS`` in one sequence; the loss covers summary and EOS.
+@dataclass(frozen=True)
+class ChatPrompt:
+    """Prompting through the tokenizer's chat template: a system turn, a user turn holding the dialogue,
+    the summary as the assistant's answer followed by its end-of-turn token."""
 
-    The loss mask is built from positions, not from the pad id: GPT-2's pad token *is* its EOS, so a
-    pad-based mask would also hide the EOS the model must learn to emit.
+    system: Optional[str]  # None or "": no system turn
+    user: str  # a template: {text} is the dialogue, {column} any other data column
+    end_of_turn: tuple[str, ...] = ()  # the first ends the learnt answer; any stops generation; () = EOS
+
+    @classmethod
+    def from_config(cls, model_cfg: Any) -> Optional["ChatPrompt"]:
+        """From a ``model`` config node (a training run's, or predict's restored one); None without chat_template."""
+        if not model_cfg.get("chat_template"):
+            return None
+        prompt = model_cfg.get("prompt") or {}
+        return cls(prompt.get("system") or None, prompt.get("user"), tuple(model_cfg.get("end_of_turn") or ()))
+
+
+class Causal:
+    """Decoder-only: ``prompt + summary + end token`` in one sequence; the loss covers the summary and that token.
+
+    The prompt is ``prefix + text + separator`` (GPT-2 style), or with ``chat`` the tokenizer's chat template
+    rendered for a system and a user turn, ending in the assistant header (Qwen3's thinking off). Long
+    dialogues are cut from their start, never the template around them. The loss mask is built from
+    positions, not from the pad id: GPT-2's pad token *is* its EOS, so a pad-based mask would also hide
+    the EOS the model must learn to emit. With ``packing`` a training batch is one row (transformers'
+    ``DataCollatorWithFlattening``): positions restart per example, which transformers' attention masks
+    turn into block-diagonal attention (see :func:`check_packing`).
     """
 
     name = "causal"
     auto_model = AutoModelForCausalLM
 
-    def __init__(self, tokenizer: Any, prefix: str = "", separator: str = "\nTL;DR:\n") -> None:
+    def __init__(self, tokenizer: Any, prefix: str = "", separator: str = "\nTL;DR:\n",
+                 chat: Optional[ChatPrompt] = None, packing: bool = False) -> None:  # fmt: skip
         self.tokenizer = tokenizer
         self.prefix = prefix
         self.separator_ids = tokenizer(separator, add_special_tokens=False)["input_ids"]
+        self.chat = chat
+        self.stop_ids: list[int] = []
+        self.end_id = tokenizer.eos_token_id
+        if chat is not None:
+            self._check_chat(chat)
+            self.stop_ids = [self._token_id(t) for t in chat.end_of_turn] or [tokenizer.eos_token_id]
+            self.end_id = self.stop_ids[0]
+        self._parts: dict[tuple, tuple[list[int], list[int]]] = {}  # rendered template around the dialogue, per field values
+        self._flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX) if packing else None
 
-    def features(self, text: str, summary: Optional[str], max_source: int, max_target: int) -> dict[str, list[int]]:
-        prompt = self.tokenizer(self.prefix + text, add_special_tokens=False)["input_ids"]
-        prompt = prompt[-max(1, max_source - len(self.separator_ids)) :] + self.separator_ids  # keep the end
-        feats = {"prompt_ids": prompt}
+    # --- prompts -------------------------------------------------------------------------------------
+    def _check_chat(self, chat: ChatPrompt) -> None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise SumlabError(
+                f"model.chat_template=true, but the tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} has no "
+                "chat template: set model.chat_template=false (separator prompts), or use an instruct model"
+            )
+        self.fields = prompt_fields(chat.user)  # the other columns the prompt names
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or (token_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token):
+            raise SumlabError(f"model.end_of_turn token {token!r} is not in the tokenizer's vocabulary: name the chat template's end-of-turn token")
+        return token_id
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _chat_parts(self, fields: Optional[dict[str, Any]]) -> tuple[list[int], list[int]]:
+        """Token ids of the rendered chat prompt before and after the dialogue (cached per other-field values)."""
+        missing = [f for f in self.fields if fields is None or f not in fields]
+        if missing:
+            columns = sorted(fields) if fields else []
+            raise SumlabError(
+                f"model.prompt.user placeholder {{{missing[0]}}} is not a column of the data (it has {columns or 'only {text}'}): "
+                "use {text} or one of its columns"
+            )
+        values = tuple(str(fields[f]) for f in self.fields) if self.fields else ()
+        parts = self._parts.get(values)
+        if parts is None:
+            user = self.chat.user.format(text=TEXT_SLOT, **dict(zip(self.fields, values)))
+            messages = [{"role": "system", "content": self.chat.system}] if self.chat.system else []
+            rendered = self.tokenizer.apply_chat_template(
+                [*messages, {"role": "user", "content": user}], tokenize=False, add_generation_prompt=True,
+                enable_thinking=False,  # Qwen3 / EXAONE 4: answer directly (other templates ignore the flag)
+                date_string=TEMPLATE_DATE,  # Llama 3.x writes "Today Date" into the system turn: the same every day
+            )  # fmt: skip
+            head, found, tail = rendered.partition(TEXT_SLOT)
+            if not found:
+                raise SumlabError("the tokenizer's chat template drops the user turn's text: use model.chat_template=false")
+            parts = (self._encode(head), self._encode(tail))
+            if len(self._parts) < 4096:  # bounded: fields such as a topic repeat, ids do not
+                self._parts[values] = parts
+        return parts
+
+    def prompt_ids(self, text: str, max_source: int, fields: Optional[dict[str, Any]] = None) -> list[int]:
+        """The prompt for ``text``: the same for training and prediction; the dialogue's start is cut to fit."""
+        if self.chat is None:
+            prompt = self._encode(self.prefix + text)
+            return prompt[-max(1, max_source - len(self.separator_ids)) :] + self.separator_ids  # keep the end
+        head, tail = self._chat_parts(fields)
+        budget = max_source - len(head) - len(tail)
+        if budget < 1:
+            raise SumlabError(
+                f"data.max_source_length={max_source} leaves no room for the dialogue after the chat template's "
+                f"{len(head) + len(tail)} tokens: raise data.max_source_length"
+            )
+        return head + self._encode(text.strip())[-budget:] + tail
+
+    def features(self, text: str, summary: Optional[str], max_source: int, max_target: int,
+                 fields: Optional[dict[str, Any]] = None) -> dict[str, list[int]]:  # fmt: skip
+        """``fields``: the example's other columns, for ``{column}`` placeholders of model.prompt.user."""
+        feats = {"prompt_ids": self.prompt_ids(text, max_source, fields)}
         if summary is not None:
-            target = self.tokenizer(summary, add_special_tokens=False)["input_ids"][: max_target - 1]
-            feats["target_ids"] = target + [self.tokenizer.eos_token_id]
+            target = self._encode(summary.strip() if self.chat else summary)[: max_target - 1]
+            feats["target_ids"] = target + [self.end_id]
         return feats
 
+    # --- batches, loss, generation ---------------------------------------------------------------------
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
         prompts = [r["prompt_ids"] for r in rows]
@@ -118,13 +227,21 @@ class Causal:
         if "target_ids" in rows[0]:
             full = [r["prompt_ids"] + r["target_ids"] for r in rows]
             labels = [[IGNORE_INDEX] * len(r["prompt_ids"]) + r["target_ids"] for r in rows]
-            batch["input_ids"] = _pad(full, pad)
-            batch["attention_mask"] = _pad([[1] * len(f) for f in full], 0)
-            batch["labels"] = _pad(labels, IGNORE_INDEX)
+            if self._flatten is not None:  # one row, no padding; each example's first label is a prompt token anyway
+                packed = self._flatten([{"input_ids": f, "labels": lab} for f, lab in zip(full, labels, strict=True)])
+                batch.update(input_ids=packed["input_ids"], labels=packed["labels"], position_ids=packed["position_ids"])
+            else:
+                batch["input_ids"] = _pad(full, pad)
+                batch["attention_mask"] = _pad([[1] * len(f) for f in full], 0)
+                batch["labels"] = _pad(labels, IGNORE_INDEX)
         return batch
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # use_cache=False: no KV cache to build; and with one, transformers would not read packed positions
+        if "position_ids" in batch:  # packed: no 2D mask, so transformers isolates examples by their positions
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         return F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(),
             batch["labels"][:, 1:].flatten(),
@@ -133,17 +250,56 @@ class Causal:
         )
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["attention_mask"].sum())
+        return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
     def generate(self, model: Any, batch: dict[str, torch.Tensor], config: GenerationConfig) -> torch.Tensor:
+        eos = config.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
+        if any(i not in eos for i in self.stop_ids):  # stop at any end-of-turn token, whatever the config says
+            config = copy.deepcopy(config)
+            config.eos_token_id = eos + [i for i in self.stop_ids if i not in eos]
         out = model.generate(
             input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config
+        )[:, batch["prompt_ids"].shape[1] :]  # only the new tokens
+        if self.stop_ids:  # the answer only: an end-of-turn token that is not a special token must not be decoded
+            out = out.masked_fill(torch.isin(out, torch.tensor(self.stop_ids, device=out.device)), self.tokenizer.pad_token_id)
+        return out
+
+
+def check_packing(model: Any) -> None:
+    """Refuse data.packing when this model's attention lets packed examples see each other.
+
+    transformers builds block-diagonal causal masks from restarting ``position_ids`` (sdpa, eager, flex;
+    flash attention uses them directly), but not every architecture or attention implementation goes
+    through those masks. So: one packed forward of two short random examples must give the second one
+    the logits it gets alone.
+    """
+    g = torch.Generator().manual_seed(0)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    first, second = torch.randint(vocab, (1, 6), generator=g), torch.randint(vocab, (1, 5), generator=g)
+    device = model.get_input_embeddings().weight.device
+    positions = torch.cat([torch.arange(6), torch.arange(5)]).unsqueeze(0)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            alone = model(input_ids=second.to(device), use_cache=False).logits.float()
+            packed = model(input_ids=torch.cat([first, second], 1).to(device), position_ids=positions.to(device), use_cache=False).logits
+    finally:
+        model.train(training)
+    if not torch.allclose(packed[:, 6:].float(), alone, rtol=1e-3, atol=1e-4 * float(alone.abs().max()) + 1e-6):
+        impl = getattr(model.config, "_attn_implementation", None)
+        raise SumlabError(
+            f"data.packing=true: {type(model).__name__} with attention {impl!r} lets packed examples attend to each "
+            "other here (positions do not isolate them): set data.packing=false"
         )
-        return out[:, batch["prompt_ids"].shape[1] :]  # only the new tokens
 
 
 FAMILIES = {"seq2seq": Seq2Seq, "causal": Causal}
 
 
-def make_family(name: str, tokenizer: Any, prefix: str, separator: str) -> Seq2Seq | Causal:
-    return FAMILIES[name](tokenizer, prefix=prefix, separator=separator)
+def make_family(name: str, tokenizer: Any, prefix: str, separator: str, chat: Optional[ChatPrompt] = None,
+                packing: bool = False) -> Seq2Seq | Causal:  # fmt: skip
+    if name != "causal":
+        return Seq2Seq(tokenizer, prefix=prefix, separator=separator)
+    return Causal(tokenizer, prefix=prefix, separator=separator, chat=chat, packing=packing)

@@ -15,7 +15,7 @@ from torchmetrics import MeanMetric
 from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from sumlab import adapters
+from sumlab.models import adapters
 from sumlab.family import IGNORE_INDEX, Causal, Seq2Seq, generate_texts
 from sumlab.metrics import RougeMetric
 from sumlab.predict.beam_cache import fast_beam_cache

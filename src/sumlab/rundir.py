@@ -136,7 +136,7 @@ class RunDir:
 
         With LoRA/QLoRA: the merged full-precision model, and the adapter itself in ``export/adapter/``.
         """
-        from sumlab import adapters
+        from sumlab.models import adapters
 
         tmp = self.path / ".export.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,9 +22,9 @@ from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import Texts, has_split, load_raw
 from sumlab import quiet_lightning_logs, sweep
 from sumlab.errors import SumlabError, guarded
-from sumlab.family import make_family
+from sumlab.family import ChatPrompt, check_packing, make_family
 from sumlab.generation import build_generation_config
-from sumlab.adapters import checkpoint_state
+from sumlab.models.adapters import checkpoint_state
 from sumlab.models import build
 from sumlab.module import SummarizationModule
 from sumlab.rundir import RunDir
@@ -50,7 +50,12 @@ def build_module(cfg: DictConfig, splits: dict[str, datasets.Dataset]) -> tuple[
     model, tokenizer, added = build(
         cfg.model, cfg.data, train_texts, cfg.paths.cache_dir, cfg.get("qlora"), cfg.trainer.accelerator
     )
-    family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
+    family = make_family(
+        enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator,
+        chat=ChatPrompt.from_config(cfg.model), packing=cfg.data.packing,
+    )  # fmt: skip
+    if cfg.data.packing:
+        check_packing(model)  # refuse, rather than train with examples attending to each other
     model.generation_config = build_generation_config(cfg.generation, model)  # exported with the model
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     module = SummarizationModule(

@@ -25,12 +25,21 @@ class PredictDataConfig(DataConfig):
 
 
 @dataclass
+class PredictPromptConfig:
+    system: Optional[str] = None  # chat: the system turn; null: the run's, else the training default
+    user: Optional[str] = None  # chat: the user turn, with {text}; null: the run's, else the training default
+
+
+@dataclass
 class PredictModelConfig:
     """How to run the model in `model_dir`; null means: as it was trained (the run's config), else a default."""
 
     family: Optional[str] = None  # seq2seq or causal; null: the run's, else from the model's config
     prefix: Optional[str] = None  # prepended to each source; null: the run's, else "summarize: " for T5-type models
     separator: Optional[str] = None  # causal only, prompt/summary separator; null: the run's, else "\nTL;DR:\n"
+    chat_template: Optional[bool] = None  # causal: prompt through the tokenizer's chat template; null: the run's, else off
+    prompt: PredictPromptConfig = field(default_factory=PredictPromptConfig)  # chat prompts; null keys: the run's
+    end_of_turn: Optional[list[str]] = None  # chat: tokens that stop generation; null: the run's, else EOS
     revision: Optional[str] = None  # hub revision, for a hub name
     trust_remote_code: bool = False
 

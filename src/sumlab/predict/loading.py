@@ -3,7 +3,8 @@
 Accepted: a sumlab run directory (its ``export/``), an ``export/`` directory, a Lightning checkpoint
 of a sumlab run (``<run>/checkpoints/*.ckpt``: its weights in the run's exported model, or the model
 rebuilt from the run's config), any local Hugging Face directory, or a hub name. The run's
-``.hydra/config.yaml`` supplies the family, T5 prefix, causal separator and ROUGE tokenizer.
+``.hydra/config.yaml`` supplies the family, T5 prefix, causal separator or chat prompt (template use,
+system and user turns, end-of-turn tokens) and ROUGE tokenizer, so prompts are built as in training.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.config import enum_value
+from sumlab.config import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PROMPT, enum_value
 from sumlab.errors import SumlabError
+from sumlab.family import ChatPrompt
 from sumlab.rundir import stable_hash
 
 T5_TYPES = ("t5", "mt5", "umt5", "longt5")
@@ -30,6 +32,7 @@ class LoadedModel:
     family: str  # seq2seq | causal
     prefix: str
     separator: str
+    chat: Optional[ChatPrompt]  # causal chat-template prompting, as the run was trained (None: separator format)
     rouge_tokenizer: Optional[str]  # the training run's metrics.tokenizer, when known
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
@@ -109,6 +112,21 @@ def _family_of(config: Any) -> str:
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
+def _chat_prompt(overrides: DictConfig, run_cfg: Optional[DictConfig]) -> Optional[ChatPrompt]:
+    """The run's chat prompt, with predict's non-null model.* keys on top."""
+    run_model = _select(run_cfg, "model")
+    run_chat = ChatPrompt.from_config(run_model) if run_model is not None else None
+    use = overrides.get("chat_template")
+    if not (run_chat is not None if use is None else use):
+        return None
+    base = run_chat or ChatPrompt(DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PROMPT)
+    prompt, end_of_turn = overrides.get("prompt") or {}, overrides.get("end_of_turn")
+    return ChatPrompt(
+        base.system if prompt.get("system") is None else prompt.get("system"), prompt.get("user") or base.user,
+        base.end_of_turn if end_of_turn is None else tuple(end_of_turn),
+    )  # fmt: skip
+
+
 def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     from transformers import AutoConfig
 
@@ -150,10 +168,12 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     else:
         identity["weights"] = {ckpt.name: _file_identity(ckpt)} if ckpt is not None else _weights_identity(Path(where))
         identity["config"] = stable_hash(model.config.to_dict())
+    chat = _chat_prompt(overrides, run_cfg) if family == "causal" else None
     if family == "causal":
         identity["separator"] = separator
+        identity["chat"] = None if chat is None else [chat.system, chat.user, list(chat.end_of_turn)]
     return LoadedModel(
-        model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator,
+        model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
         home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
     )  # fmt: skip

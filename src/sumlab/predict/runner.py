@@ -221,7 +221,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # The run's own setting when it is a real one (a redacted or damaged config falls back to the default).
     run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in ROUGE_TOKENIZERS else None
     rouge_tokenizer = cfg.metrics.tokenizer or run_tokenizer or "default"
-    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator)
+    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
     generation_config = build_generation_config(cfg.generation, loaded.model)
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
     on_gpu = torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda")

@@ -1,6 +1,7 @@
 """LoRA and QLoRA on a built model: the ``qlora`` group (peft + bitsandbytes).
 
-* :func:`check_config` - cross-field rules, one line each, before any work (called by ``config.validate``).
+The group's config rules (one line each, before any work) live with the schema: ``config.check_qlora``.
+
 * :func:`load_kwargs` - ``from_pretrained`` keywords for a quantized base (``quantization_config=BitsAndBytesConfig``).
 * :func:`apply` - on the built (model, tokenizer): quantize a tiny model the real way (save, reload with
   ``quantization_config``), guard the AVX512-BF16 trap, pick per-family target modules, keep the rows of
@@ -31,105 +32,37 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
-from sumlab.config import enum_value
+from sumlab.config import QLORA_BITS as BITS
+from sumlab.config import QLORA_COMPUTE_DTYPES, enabled, enum_value, method_of, resolve_device
 from sumlab.errors import SumlabError
 from sumlab.family import FAMILIES
 
-BITS = {"qlora": 4, "lora_8bit": 8}  # methods that load the frozen base quantized
-BIASES = ("none", "all", "lora_only")
-QUANT_TYPES = ("nf4", "fp4")
-COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPUTE_DTYPES = {name: getattr(torch, name) for name in QLORA_COMPUTE_DTYPES}
 
 # Per-family default target modules (name suffixes, as peft matches them). Entries a model lacks are
 # fine in a default list (T5 v1.0 has wi, T5 v1.1 / mT5 / Flan-T5 have the gated wi_0 and wi_1).
 T5_TARGETS = ["q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1"]
 BART_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 GPT2_TARGETS = ["c_attn", "c_proj"]  # Conv1D: fan_in_fan_out (set from the module type)
+# Decoder LLMs (Llama 3, SOLAR, Bllossom, Qwen 2.5/3, Gemma 3, EXAONE 4): every linear layer of attention and MLP.
+LLM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_TARGETS: dict[str, list[str]] = {
     "t5": T5_TARGETS, "mt5": T5_TARGETS, "umt5": T5_TARGETS, "longt5": T5_TARGETS,
     "bart": BART_TARGETS, "mbart": BART_TARGETS, "pegasus": BART_TARGETS, "pegasus_x": BART_TARGETS,
     "marian": BART_TARGETS, "blenderbot": BART_TARGETS, "blenderbot-small": BART_TARGETS, "plbart": BART_TARGETS,
     "gpt2": GPT2_TARGETS,
+    "llama": LLM_TARGETS, "mistral": LLM_TARGETS, "qwen2": LLM_TARGETS, "qwen3": LLM_TARGETS,
+    "gemma3_text": LLM_TARGETS, "exaone4": LLM_TARGETS,
 }  # fmt: skip
 INFO_ATTR = "sumlab_adapter"  # set on the peft model: method and where its full-precision base comes from
 META_FILE = "sumlab_adapter.json"  # in export/adapter/: what load_adapter needs besides peft's own files
 
 
 # --- config -----------------------------------------------------------------------------------------
-def method_of(qlora: Optional[DictConfig]) -> str:
-    return "none" if qlora is None else str(enum_value(qlora.method))
-
-
-def enabled(qlora: Optional[DictConfig]) -> bool:
-    return method_of(qlora) != "none"
-
-
-def resolve_device(accelerator: Any) -> str:
-    """Lightning's accelerator name -> the torch device type the model will live on."""
-    acc = str(accelerator).lower()
-    if acc in ("gpu", "auto"):
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu" if acc == "auto" else "cuda"
-    return acc
-
-
 def compute_dtype(qlora: DictConfig, device: str) -> torch.dtype:
     if qlora.compute_dtype == "auto":  # bf16 on GPU (the QLoRA recipe); fp32 on CPU, where bf16 matmuls are slow
         return torch.bfloat16 if device == "cuda" else torch.float32
     return COMPUTE_DTYPES[qlora.compute_dtype]
-
-
-def check_config(cfg: DictConfig) -> None:
-    """The qlora group's rules; one SumlabError line naming the key and the fix."""
-    q = cfg.get("qlora")
-    method = method_of(q)
-    if method == "none":
-        return
-    if q.r < 1:
-        raise SumlabError(f"qlora.r={q.r} must be at least 1: it is the LoRA rank (8 to 64 is usual)")
-    if q.alpha <= 0:
-        raise SumlabError(f"qlora.alpha={q.alpha} must be positive (the update is scaled by alpha / r; 2 x r is usual)")
-    if not 0.0 <= q.dropout < 1.0:
-        raise SumlabError(f"qlora.dropout={q.dropout} must be in [0, 1)")
-    if q.bias not in BIASES:
-        raise SumlabError(f"qlora.bias={q.bias} is unknown: use one of {list(BIASES)}")
-    if q.target_modules is not None and len(q.target_modules) == 0:
-        raise SumlabError("qlora.target_modules=[] adapts nothing: list module names, or null for the family's defaults")
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        raise SumlabError(f"qlora={method} needs peft: pip install 'sumlab[lora]'") from None
-    if method not in BITS:
-        return
-    if q.quant_type not in QUANT_TYPES:
-        raise SumlabError(f"qlora.quant_type={q.quant_type} is unknown: use one of {list(QUANT_TYPES)}")
-    if q.compute_dtype != "auto" and q.compute_dtype not in COMPUTE_DTYPES:
-        raise SumlabError(f"qlora.compute_dtype={q.compute_dtype} is unknown: use auto or one of {list(COMPUTE_DTYPES)}")
-    if q.compute_dtype == "float16" and "16-mixed" not in cfg.model.safe_precisions:
-        raise SumlabError(
-            f"qlora.compute_dtype=float16 is not safe for model {cfg.model.name_or_path} (its activations overflow "
-            "in fp16): use qlora.compute_dtype=bfloat16 or auto"
-        )
-    device = resolve_device(cfg.trainer.accelerator)
-    if device not in ("cpu", "cuda"):
-        raise SumlabError(
-            f"qlora={method} quantizes with bitsandbytes, which runs on CUDA GPUs and the CPU, not on "
-            f"{device} (trainer.accelerator={cfg.trainer.accelerator}): use trainer.accelerator=gpu or cpu, or qlora=lora"
-        )
-    strategy = str(cfg.trainer.strategy).lower()
-    if "fsdp" in strategy or "deepspeed" in strategy:
-        raise SumlabError(
-            f"qlora={method} with trainer.strategy={cfg.trainer.strategy} is not supported (sharding quantized "
-            "weights needs a matching quant storage): use trainer.strategy=ddp or auto, or qlora=lora"
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise SumlabError(f"qlora={method} needs bitsandbytes: pip install 'sumlab[lora]'") from None
 
 
 def load_kwargs(qlora: Optional[DictConfig], accelerator: Any = "auto") -> dict[str, Any]:
@@ -187,14 +120,19 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
-def resolve_targets(model: Any, qlora: DictConfig) -> tuple[list[str], bool]:
-    """(target module names, fan_in_fan_out); one clear line when they would adapt nothing."""
+def resolve_targets(model: Any, qlora: DictConfig, preset: Optional[list[str]] = None) -> tuple[list[str], bool]:
+    """(target module names, fan_in_fan_out); one clear line when they would adapt nothing.
+
+    ``qlora.target_modules`` wins; else the model preset's ``lora_target_modules``; else the family's defaults.
+    """
     from transformers.pytorch_utils import Conv1D
 
     model_type = getattr(model.config, "model_type", "?")
     names = [n for n, _ in model.named_modules() if n]
     leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and _linear_like(m)})
-    if qlora.target_modules is None:
+    key, wanted = ("qlora.target_modules", qlora.target_modules) if qlora.target_modules is not None else (
+        "model.lora_target_modules", preset)
+    if wanted is None:
         if model_type not in DEFAULT_TARGETS:
             raise SumlabError(
                 f"qlora.target_modules is null and sumlab has no defaults for model type {model_type!r} "
@@ -203,11 +141,11 @@ def resolve_targets(model: Any, qlora: DictConfig) -> tuple[list[str], bool]:
             )
         targets = DEFAULT_TARGETS[model_type]
     else:
-        targets = [str(t) for t in qlora.target_modules]
+        targets = [str(t) for t in wanted]
         missing = [t for t in targets if not any(_matches(n, t) for n in names)]
         if missing:
             raise SumlabError(
-                f"qlora.target_modules {missing} match no module of {type(model).__name__}: use names of its "
+                f"{key} {missing} match no module of {type(model).__name__}: use names of its "
                 f"linear layers {leaves}, or null for the family's defaults"
             )
     matched = [m for n, m in model.named_modules() if any(_matches(n, t) for t in targets)]
@@ -278,7 +216,7 @@ def apply(model: Any, tokenizer: Any, qlora: DictConfig, model_cfg: DictConfig, 
         if model_cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-    targets, fan_in_fan_out = resolve_targets(model, qlora)
+    targets, fan_in_fan_out = resolve_targets(model, qlora, model_cfg.get("lora_target_modules"))
     if method in BITS:
         quantized = [n for n, m in model.named_modules() if _bnb_layer(m) and any(_matches(n, t) for t in targets)]
         if not quantized:

@@ -1,58 +1,76 @@
-"""Build (model, tokenizer): from the hub or a local HF directory, or a tiny model from a config.
+"""Tiny models built from a config: the offline default (no download).
 
-Tiny models are the offline default: their tokenizer is trained on the training texts (cached under
-``paths.cache_dir`` by a hash of the texts and settings), then the model is built from a transformers
-config of the same family. Tags found in the data (``#Person1#``, ``#PhoneNumber#``) are added as
-whole tokens, and the embeddings resized.
+The tokenizer is a BPE trained on the training texts (cached under ``paths.cache_dir`` by a hash of the
+texts and settings); the model is a transformers config of the same family sized by ``model.tiny``.
+The decoder-LLM architectures (``llama``, ``qwen3``) get the special tokens and a chat template in the
+style of the real instruct checkpoints (Llama 3 header tokens and ``<|eot_id|>``; Qwen's ``<|im_start|>``
+and ``<|im_end|>``, with Qwen3's empty think block when thinking is off), so the chat-template path is
+exercised offline exactly as with the real models.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from omegaconf import DictConfig
 from transformers import (
-    AddedToken,
     AutoTokenizer,
     BartConfig,
     BartForConditionalGeneration,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
 )
 
-from sumlab import adapters
 from sumlab.config import enum_value
-from sumlab.errors import SumlabError
-from sumlab.family import FAMILIES
 
 # Special tokens of each tiny architecture, in id order, as the real checkpoints number them.
 TINY_SPECIALS = {
     "t5": {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"},
     "bart": {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask>"},
     "gpt2": {"eos_token": "<|endoftext|>"},
+    # Llama 3 Instruct: EOS is the end-of-turn token; the pad token is Llama 3.1+'s reserved one.
+    "llama": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>"},
+    "qwen3": {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"},
 }
-
-
-def find_tags(texts: Iterable[str], pattern: str) -> list[str]:
-    """Speaker tags and masks in the data, e.g. #Person1#, #PhoneNumber#: sorted for a stable vocabulary."""
-    regex = re.compile(pattern)
-    return sorted({m for t in texts for m in regex.findall(t)})
+# Chat-turn tokens besides the named specials above (also special: decoding drops them).
+TINY_TURN_TOKENS = {
+    "llama": ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"],
+    "qwen3": ["<|im_start|>", "<think>", "</think>"],
+}
+# Chat templates in the real checkpoints' format, reduced to system/user/assistant turns.
+TINY_CHAT_TEMPLATES = {
+    "llama": (
+        "{{- bos_token }}{%- for message in messages %}"
+        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+        "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+    ),
+    "qwen3": (
+        "{%- for message in messages %}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+        "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+        "{%- endif %}"
+    ),
+}
 
 
 def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTrainedTokenizerFast:
     """A BPE tokenizer for a tiny model (train texts without their tags: those are added whole later)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-    specials = list(TINY_SPECIALS[arch].values())
+    specials = list(TINY_SPECIALS[arch].values()) + TINY_TURN_TOKENS.get(arch, [])
     tok = Tokenizer(models.BPE(unk_token=TINY_SPECIALS[arch].get("unk_token")))
     if arch == "t5":  # T5-style "▁word" pieces
         tok.normalizer = normalizers.NFKC()
@@ -65,7 +83,7 @@ def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTra
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=specials, initial_alphabet=list(string.printable.strip())
         )
-    else:  # byte-level, as BART's and GPT-2's: every string is representable
+    else:  # byte-level, as BART's, GPT-2's, Llama 3's and Qwen's: every string is representable
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
@@ -78,9 +96,15 @@ def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTra
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
         )
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, **TINY_SPECIALS[arch])
+    elif arch == "llama":  # Llama 3 prepends BOS (chat prompts carry it in the template instead)
+        tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, **TINY_SPECIALS[arch], extra_special_tokens=TINY_TURN_TOKENS.get(arch, [])
+    )
     if arch == "gpt2":
         hf.pad_token = hf.eos_token  # as GPT-2 itself: causal collation masks by position, not by pad id
+    if arch in TINY_CHAT_TEMPLATES:
+        hf.chat_template = TINY_CHAT_TEMPLATES[arch]
     return hf
 
 
@@ -121,72 +145,18 @@ def tiny_model(tiny: DictConfig, tokenizer: Any) -> Any:
             eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
         )  # fmt: skip
         return BartForConditionalGeneration(config)
+    if arch in ("llama", "qwen3"):  # grouped-query attention, RMSNorm, SwiGLU, rotary positions
+        config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen3Config, Qwen3ForCausalLM)
+        config = config_cls(
+            vocab_size=vocab, hidden_size=d, intermediate_size=tiny.d_ff, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=tiny.num_kv_heads or heads, head_dim=d // heads,
+            max_position_embeddings=tiny.max_positions, attention_dropout=tiny.dropout, tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+        return model_cls(config)
     config = GPT2Config(
         vocab_size=vocab, n_embd=d, n_layer=layers, n_head=heads, n_inner=tiny.d_ff, n_positions=tiny.max_positions,
         resid_pdrop=tiny.dropout, embd_pdrop=tiny.dropout, attn_pdrop=tiny.dropout,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     return GPT2LMHeadModel(config)
-
-
-def load_pretrained(
-    name_or_path: str, family: str, revision: Any = None, trust_remote_code: bool = False,
-    model_kwargs: Optional[dict[str, Any]] = None,
-) -> tuple[Any, Any]:
-    """A hub id or local HF directory -> (model, tokenizer); one clear error when it cannot be had.
-
-    ``model_kwargs`` go to the model's ``from_pretrained`` only (e.g. ``quantization_config`` from sumlab.adapters).
-    """
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs, **(model_kwargs or {}))
-    except (OSError, ValueError) as ex:
-        local = Path(name_or_path).exists()
-        where = "that directory holds no loadable model" if local else (
-            "it is neither a local directory nor in the Hugging Face cache, and the hub is unreachable"
-        )
-        raise SumlabError(
-            f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "
-            "set model.name_or_path to a local HF directory, or download it where there is internet"
-        ) from None
-    if tokenizer.pad_token is None:  # GPT-2 has none; its EOS is the usual stand-in
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def add_tags(model: Any, tokenizer: Any, tags: list[str]) -> int:
-    """Add tags as whole, non-special tokens (special ones would be dropped when decoding summaries)."""
-    before = len(tokenizer)
-    # Also for tags the vocabulary has as a piece: only an added token is guaranteed to stay whole.
-    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in tags])
-    if model is not None and len(tokenizer) != before:
-        model.resize_token_embeddings(len(tokenizer))
-    return len(tokenizer) - before
-
-
-def build(
-    model_cfg: DictConfig, data_cfg: DictConfig, train_texts: list[str], cache_dir: str,
-    qlora_cfg: Optional[DictConfig] = None, accelerator: Any = "auto",
-) -> tuple[Any, Any, int]:
-    """(model, tokenizer, number of tags added) for the configured preset; with LoRA/QLoRA (``qlora_cfg``) a peft model."""
-    quantized_load = adapters.load_kwargs(qlora_cfg, accelerator)  # empty unless the base loads quantized
-    tags = find_tags(train_texts, data_cfg.special_token_pattern) if data_cfg.special_tokens else []
-    if model_cfg.tiny is not None:
-        regex = re.compile(data_cfg.special_token_pattern)
-        plain = [regex.sub(" ", t) for t in train_texts] if tags else train_texts
-        tokenizer = cached_tiny_tokenizer(model_cfg.tiny, plain, cache_dir)
-        added = add_tags(None, tokenizer, tags)  # before the model exists: its vocabulary includes them
-        model = tiny_model(model_cfg.tiny, tokenizer)
-    else:
-        model, tokenizer = load_pretrained(
-            model_cfg.name_or_path, enum_value(model_cfg.family), model_cfg.revision, model_cfg.trust_remote_code,
-            model_kwargs=quantized_load,
-        )
-        added = add_tags(model, tokenizer, tags)
-    if model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    if adapters.enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
-        model = adapters.apply(model, tokenizer, qlora_cfg, model_cfg, added, quantized_load)
-    return model, tokenizer, added

@@ -1,0 +1,67 @@
+"""Build (model, tokenizer) for a model preset, top to bottom:
+
+1. the weights: a hub id or local HF directory (:mod:`.hub`, quantized when ``qlora`` says so), or a tiny
+   model built from a config with a tokenizer trained on the data (:mod:`.tiny`);
+2. the tokenizer's extras: data tags as whole tokens (:mod:`.tags`), end-of-turn tokens that stop generation;
+3. memory: gradient checkpointing;
+4. LoRA / QLoRA adapters (:mod:`.adapters`).
+
+The family (:mod:`sumlab.family`) then turns examples into features for this (model, tokenizer).
+Import order is one way: ``sumlab.config`` <- ``sumlab.family`` <- ``sumlab.models`` (nothing here is
+imported by config or family).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from omegaconf import DictConfig
+
+from sumlab.config import enum_value
+from sumlab.models import adapters
+from sumlab.models.hub import load_pretrained
+from sumlab.models.tags import add_tags, find_tags
+from sumlab.models.tiny import cached_tiny_tokenizer, tiny_model, train_tiny_tokenizer
+
+__all__ = ["add_tags", "build", "find_tags", "load_pretrained", "stop_token_ids", "tiny_model", "train_tiny_tokenizer"]
+
+
+def stop_token_ids(model: Any, tokenizer: Any, end_of_turn: list[str]) -> list[int]:
+    """EOS ids of the model plus its end-of-turn tokens: generation stops at any of them."""
+    eos = model.generation_config.eos_token_id
+    ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    for token in end_of_turn:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in ids:
+            ids.append(token_id)
+    return ids
+
+
+def build(
+    model_cfg: DictConfig, data_cfg: DictConfig, train_texts: list[str], cache_dir: str,
+    qlora_cfg: Optional[DictConfig] = None, accelerator: Any = "auto",
+) -> tuple[Any, Any, int]:
+    """(model, tokenizer, number of tags added) for the configured preset; with LoRA/QLoRA (``qlora_cfg``) a peft model."""
+    quantized_load = adapters.load_kwargs(qlora_cfg, accelerator)  # empty unless the base loads quantized
+    tags = find_tags(train_texts, data_cfg.special_token_pattern) if data_cfg.special_tokens else []
+    if model_cfg.tiny is not None:
+        regex = re.compile(data_cfg.special_token_pattern)
+        plain = [regex.sub(" ", t) for t in train_texts] if tags else train_texts
+        tokenizer = cached_tiny_tokenizer(model_cfg.tiny, plain, cache_dir)
+        added = add_tags(None, tokenizer, tags)  # before the model exists: its vocabulary includes them
+        model = tiny_model(model_cfg.tiny, tokenizer)
+    else:
+        model, tokenizer = load_pretrained(
+            model_cfg.name_or_path, enum_value(model_cfg.family), model_cfg.revision, model_cfg.trust_remote_code,
+            model_kwargs=quantized_load,
+        )
+        added = add_tags(model, tokenizer, tags)
+    if model_cfg.get("chat_template"):  # exported with the model: any HF user's generate stops at end of turn
+        model.generation_config.eos_token_id = stop_token_ids(model, tokenizer, list(model_cfg.end_of_turn))
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if adapters.enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
+        model = adapters.apply(model, tokenizer, qlora_cfg, model_cfg, added, quantized_load)
+    return model, tokenizer, added

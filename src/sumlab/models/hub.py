@@ -1,0 +1,42 @@
+"""A hub id or a local Hugging Face directory -> (model, tokenizer), with one clear line when it cannot be had.
+
+Gated models (Llama 3, Gemma 3) need an access token: huggingface_hub reads it from the ``HF_TOKEN``
+environment variable (or ``hf auth login``); sumlab never takes one from a config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from transformers import AutoTokenizer
+
+from sumlab.errors import SumlabError
+from sumlab.family import FAMILIES
+
+
+def load_pretrained(
+    name_or_path: str, family: str, revision: Any = None, trust_remote_code: bool = False,
+    model_kwargs: Optional[dict[str, Any]] = None,
+) -> tuple[Any, Any]:
+    """A hub id or local HF directory -> (model, tokenizer); one clear error when it cannot be had.
+
+    ``model_kwargs`` go to the model's ``from_pretrained`` only (e.g. ``quantization_config`` from models.adapters).
+    """
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs, **(model_kwargs or {}))
+    except (OSError, ValueError) as ex:
+        local = Path(name_or_path).exists()
+        where = "that directory holds no loadable model" if local else (
+            "it is neither a local directory nor in the Hugging Face cache, and the hub is unreachable "
+            "(gated models also need HF_TOKEN in the environment)"
+        )
+        raise SumlabError(
+            f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "
+            "set model.name_or_path to a local HF directory, or download it where there is internet"
+        ) from None
+    if tokenizer.pad_token is None:  # GPT-2 and Llama 3 have none; EOS is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
