@@ -51,7 +51,8 @@ def tokenizer_identity(tokenizer: Any) -> str:
 
 def family_identity(family: Any) -> str:
     """The family's code and settings (prefix, separator, ...): a changed encoder must not reuse old tokens."""
-    settings = {k: v for k, v in vars(family).items() if k not in ("tokenizer", "_collator")}
+    # private attributes are derived state (collators, the chat-prompt memo), not settings
+    settings = {k: v for k, v in vars(family).items() if k != "tokenizer" and not k.startswith("_")}
     return hashlib.sha256((inspect.getsource(type(family)) + Hasher.hash(settings)).encode()).hexdigest()
 
 
@@ -74,10 +75,12 @@ def cache_key(raw: datasets.Dataset, cfg: DictConfig, family: Any, split: str) -
 def _encode(batch: dict[str, list], indices: list[int], cfg: DictConfig, family: Any, with_references: bool) -> dict[str, list]:
     ex = normalize(batch, indices, cfg, with_references)
     has_summary = ex["summary"][0] is not None
+    named = getattr(family, "fields", ())  # columns a chat prompt names besides {text}, e.g. {topic}
     feats = [
-        family.features(t, s if has_summary else None, cfg.max_source_length, cfg.max_target_length)
-        for t, s in zip(ex["text"], ex["summary"], strict=True)
-    ]
+        family.features(t, s if has_summary else None, cfg.max_source_length, cfg.max_target_length,
+                        fields={f: batch[f][j] for f in named if f in batch} if named else None)
+        for j, (t, s) in enumerate(zip(ex["text"], ex["summary"], strict=True))
+    ]  # fmt: skip
     out: dict[str, list] = {"idx": list(indices), "id": ex["id"]}
     for key in feats[0]:
         out[key] = [f[key] for f in feats]

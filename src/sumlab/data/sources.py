@@ -108,14 +108,19 @@ def _check_stream(
 
 def load_split(
     cfg: DictConfig, split: str, require_summary: bool = True, seed: int = 0, limit_key: Optional[str] = None,
-    cache_dir: Optional[str] = None,
+    cache_dir: Optional[str] = None, keep_columns: bool = False,
 ) -> list[Example]:
     """Examples of one split as {"id", "text", "summary"} (+ "references"), template and clean-up applied.
+
+    ``keep_columns``: each example also gets "fields", the row's raw columns (a chat prompt's ``{topic}``).
 
     For callers that want Python rows (prediction, tests); training tokenizes `load_raw` in Arrow instead.
     """
     ds = load_raw(cfg, split, require_summary, seed, limit_key, cache_dir)
-    columns = normalize(ds[:], range(len(ds)), cfg, with_references=split != "train")
+    rows = ds[:]
+    columns = normalize(rows, range(len(ds)), cfg, with_references=split != "train")
+    if keep_columns:
+        columns["fields"] = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
     return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 

@@ -119,7 +119,8 @@ class PredictData(L.LightningDataModule):
         self.family, self._collate = family, collate
         self.batch_size, self.sort = batch_size, sort
         self.items = [
-            (e["id"], family.features(e["text"], None, data_cfg.max_source_length, data_cfg.max_target_length))
+            (e["id"], family.features(e["text"], None, data_cfg.max_source_length, data_cfg.max_target_length,
+                                      fields=e["fields"]))
             for e in examples
         ]
         self.num_workers = int(data_cfg.num_workers)
@@ -172,7 +173,7 @@ def load_examples(cfg: DictConfig) -> list[dict[str, Any]]:
         raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/file.jsonl (data.split={split})")
     # predict.py has one split, so data.max_predict_samples limits whichever it is
     examples = load_split(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples",
-                          cache_dir=cfg.paths.cache_dir)
+                          cache_dir=cfg.paths.cache_dir, keep_columns=True)
     if not examples:
         raise SumlabError(f"no examples to predict in data.split={split} of data={cfg.data.name}")
     empty = sum(1 for e in examples if not e["text"].strip())
