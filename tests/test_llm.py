@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
 from sumlab.config import validate
+from sumlab.data.sources import load_split
 from sumlab.errors import SumlabError
 from sumlab.family import IGNORE_INDEX, ChatPrompt, decode, make_family
 from sumlab.models import adapters
@@ -35,7 +36,9 @@ def build(model: str, tmp_path: Path, *extra: str):
     L.seed_everything(cfg.seed)
     splits = load_splits(cfg)
     module, datamodule, _ = build_module(cfg, splits)
-    return cfg, splits, module, datamodule
+    # the same rows as Python examples ({"id", "text", "summary"}), for encoding by hand
+    examples = {s: load_split(cfg.data, s, seed=cfg.seed, cache_dir=cfg.paths.cache_dir) for s in splits}
+    return cfg, examples, module, datamodule
 
 
 # --- prompts and the loss mask ------------------------------------------------------------------------
@@ -133,8 +136,7 @@ def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_p
     OmegaConf.save(OmegaConf.create(run_cfg), run_dir / ".hydra" / "config.yaml")  # as the Hydra job writes it
 
     L.seed_everything(cfg.seed)
-    splits = load_splits(cfg)
-    module, datamodule, _ = build_module(cfg, splits)
+    module, datamodule, _ = build_module(cfg, load_splits(cfg))
     module.load_state_dict(torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"])
     module.eval()
     batch = next(iter(datamodule.val_dataloader()))
@@ -147,9 +149,10 @@ def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_p
     end_id = loaded.tokenizer.convert_tokens_to_ids(END_OF_TURN[model])
     assert end_id in loaded.model.generation_config.eos_token_id  # any HF user's generate stops at the end of turn
     family = make_family("causal", loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
-    examples = splits["validation"][: batch["idx"].numel()]
-    rows = [{"idx": i, **family.features(e["text"], None, cfg.data.max_source_length, 8)} for i, e in enumerate(examples)]
-    assert [r["prompt_ids"] for r in rows] == [datamodule.encoded("validation")[i][0]["prompt_ids"] for i in range(len(rows))]
+    examples = load_split(cfg.data, "validation", seed=cfg.seed, cache_dir=cfg.paths.cache_dir)
+    order = batch["idx"].tolist()  # validation batches are length-sorted
+    rows = [{"idx": i, **family.features(examples[i]["text"], None, cfg.data.max_source_length, 8)} for i in order]
+    assert [r["prompt_ids"] for r in rows] == [datamodule.tokenized("validation")[i]["prompt_ids"] for i in order]
     from sumlab.generation import build_generation_config
 
     with torch.no_grad():
