@@ -117,11 +117,14 @@ def load_split(
     For callers that want Python rows (prediction, tests); training tokenizes `load_raw` in Arrow instead.
     """
     ds = load_raw(cfg, split, require_summary, seed, limit_key, cache_dir)
-    rows = ds[:]
-    columns = normalize(rows, range(len(ds)), cfg, with_references=split != "train")
-    if keep_columns:
-        columns["fields"] = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
-    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    examples: list[Example] = []
+    for batch in ds.iter(batch_size=1000):  # a Dataset or, with data.streaming, an IterableDataset
+        start = len(examples)
+        columns = normalize(batch, range(start, start + len(batch[cfg.text_column])), cfg, with_references=split != "train")
+        if keep_columns:
+            columns["fields"] = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        examples += [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    return examples
 
 
 # --- reading ------------------------------------------------------------------------------------
