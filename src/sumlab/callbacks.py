@@ -19,7 +19,8 @@ class LastCheckpoint(ModelCheckpoint):
     its own code paths for each trigger are used unchanged.
 
     SIGTERM: Lightning turns it into SIGTERMException between two batches (all ranks agree), a
-    consistent state, and this saves it there. Other exceptions may strike mid-step, so they leave the
+    consistent state, and this saves it there (with accumulate_grad_batches > 1, a SIGTERM between two
+    optimizer steps loses the partly accumulated gradients: that resume is close, not exact). Other exceptions may strike mid-step, so they leave the
     previous last.ckpt alone.
     """
 
@@ -40,8 +41,11 @@ class LastCheckpoint(ModelCheckpoint):
         self._train_time_interval = timedelta(seconds=train_time_interval) if train_time_interval else None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        loop = trainer.fit_loop.epoch_loop
+        if loop.batch_progress.is_last_batch:
             return  # the epoch-end save follows, after validation, and holds the finished epoch
+        if loop._should_accumulate():
+            return  # mid gradient accumulation: the summed gradients are in no checkpoint
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -94,10 +94,11 @@ class SummarizationModule(L.LightningModule):
             {"params": [p for n, p in named if n in decay], "weight_decay": self.optim["weight_decay"]},
             {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
         ]
-        # fused: one kernel for the whole update on CUDA (CPU keeps the default foreach implementation)
-        fused = bool(named) and all(p.is_cuda for _, p in named) or None
+        # fused: one kernel for the whole update on CUDA (CPU keeps the default foreach implementation);
+        # not under fp16's gradient scaler, which must unscale before clipping (Lightning refuses fused there)
+        fused = bool(named) and all(p.is_cuda for _, p in named) and not str(self.trainer.precision).startswith("16")
         optimizer = torch.optim.AdamW(
-            groups, lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim["eps"], fused=fused
+            groups, lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim["eps"], fused=fused or None
         )
         steps = int(self.trainer.estimated_stepping_batches)  # real optimizer steps: accumulation and devices counted
         scheduler = get_scheduler(
