@@ -328,6 +328,8 @@ def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys:
     (out / "predictions.jsonl").unlink()  # as if the first run had died before merging
     (out / "metrics.json").unlink()
     assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "generation.max_new_tokens=5")
+    assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "backend=hf")  # shards were CTranslate2's
+    assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "compute_type=int8")
     assert "different data" in _fails(out, capsys, f"model_dir={t5_run}", "data.synthetic_sizes.test=12")
     other = make_run(tmp_path / "other", "t5", steps=1)
     assert "different model" in _fails(out, capsys, f"model_dir={other}")

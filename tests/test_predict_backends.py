@@ -187,3 +187,13 @@ def test_unwritable_model_dir_caches_under_cache_dir(tmp_path: Path) -> None:
 def test_unknown_backend_or_compute_type(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "backend=onnx is unknown" in _fails(tmp_path / "o1", capsys, f"model_dir={t5_run}", "backend=onnx")
     assert "compute_type=int3 is unknown" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "compute_type=int3")
+
+
+def test_sampling_runs_on_ctranslate2_and_is_seeded(t5_run: Path, tmp_path: Path) -> None:
+    """Sampling maps (top-k, top-p, temperature, seed): the same seed draws the same summaries again."""
+    args = (f"model_dir={t5_run}", "generation=sampling", "generation.max_new_tokens=12")
+    first = predict_here(tmp_path / "a", *args)
+    predict_here(tmp_path / "b", *args)
+    predict_here(tmp_path / "greedy", f"model_dir={t5_run}")
+    assert first["backend"] == "ctranslate2"
+    assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b") != read_predictions(tmp_path / "greedy")

@@ -207,6 +207,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     quiet_lightning_logs()
     # Our batch sampler returns every index by construction; Lightning cannot know and says so.
     warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # ours, on purpose
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line error of a bad input
