@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast bench clean sweep results predict bench-predict bench-memory
+.PHONY: install train test test-fast bench clean sweep results predict bench-predict bench-memory bench-packing
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -22,11 +22,14 @@ test-fast:  ## skip the tests that train or spawn processes
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
-bench: bench-predict bench-memory  ## every benchmark (results go in BENCHMARKS.md)
+bench: bench-predict bench-memory bench-packing  ## every benchmark (results go in BENCHMARKS.md)
 
 BENCH_MODEL ?= $(MODEL_DIR)
 bench-predict:  ## predict.py vs a plain generate loop on DialogSum test: make bench-predict MODEL_DIR=<run trained on dialogsum> [ARGS="--bf16"]
 	$(PY) benchmarks/bench_predict.py --model-dir $(BENCH_MODEL) $(ARGS)
+
+bench-packing:  ## training tokens/s with and without data.packing: tiny_llama, chat prompts, DialogSum train (or synthetic)
+	$(PY) benchmarks/bench_packing.py $(ARGS)
 
 bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
 	$(PY) benchmarks/bench_memory.py $(ARGS)
