@@ -95,6 +95,17 @@ def test_prompt_is_the_same_in_training_and_prediction(model: str, tmp_path: Pat
         assert "Be brief." in module.tokenizer.decode(trained)
 
 
+def test_prompt_fills_other_data_columns(tmp_path: Path) -> None:
+    """{topic}-style placeholders take the example's columns (passed as ``fields``); the dialogue stays {text}."""
+    _, _, module, _ = build("tiny_qwen3", tmp_path)
+    chat = ChatPrompt(None, "Topic: {topic}\n{text}", ("<|im_end|>",))
+    family = make_family("causal", module.tokenizer, "", "", chat=chat)
+    prompt = module.tokenizer.decode(family.features("#Person1#: hi there", "hi", 256, 8, fields={"topic": "greeting"})["prompt_ids"])
+    assert prompt.startswith("<|im_start|>user\nTopic: greeting\n#Person1#: hi there<|im_end|>")  # no system turn
+    with pytest.raises(SumlabError, match=r"\{topic\} is not a column of the data"):
+        family.features("hi", None, 256, 8, fields={"fname": "x"})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", LLMS)
 def test_generation_stops_at_end_of_turn_and_returns_the_answer_only(model: str, tmp_path: Path) -> None:
@@ -166,13 +177,17 @@ def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_p
 def test_packed_loss_equals_unpacked_loss_with_fewer_pads(model: str, tmp_path: Path) -> None:
     _, splits, module, _ = build(model, tmp_path, "model.tiny.dropout=0.0")
     packed_family = make_family("causal", module.tokenizer, "", "", chat=module.family.chat, packing=True)
-    examples = splits["train"][:6]
+    examples = splits["train"][:8]
     rows = [{"idx": i, **module.family.features(e["text"], e["summary"], 256, 64)} for i, e in enumerate(examples)]
+    rows += [{"idx": 8 + i, **module.family.features(f"#Person1#: Hi {i}.", "They greet.", 256, 64)} for i in range(3)]  # short ones share a row
     plain, packed = module.family.collate(rows), packed_family.collate(rows)
-    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
-    assert packed["position_ids"][0].eq(0).sum() == len(rows)  # positions restart per example
+    assert "attention_mask" not in packed and packed["input_ids"].shape[1] == plain["input_ids"].shape[1]
+    assert packed["input_ids"].shape[0] < len(rows)  # several examples per row
+    starts = int(packed["position_ids"].eq(0).sum())  # positions restart per example (and per row's padding tail)
+    assert len(rows) <= starts <= len(rows) + packed["input_ids"].shape[0]
     pads = int((plain["attention_mask"] == 0).sum())
-    assert pads > 0 and packed["input_ids"].numel() == plain["input_ids"].numel() - pads  # no padding at all
+    assert int((packed["packed_mask"] == 0).sum()) < pads  # fewer padding tokens
+    assert int(packed["packed_mask"].sum()) == int(plain["attention_mask"].sum())
     module.train()
     with torch.no_grad():
         plain_loss = module.family.loss(module.model, plain, 0.0)

@@ -17,7 +17,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
     GenerationConfig,
 )
 
@@ -123,9 +122,9 @@ class Causal:
     rendered for a system and a user turn, ending in the assistant header (Qwen3's thinking off). Long
     dialogues are cut from their start, never the template around them. The loss mask is built from
     positions, not from the pad id: GPT-2's pad token *is* its EOS, so a pad-based mask would also hide
-    the EOS the model must learn to emit. With ``packing`` a training batch is one row (transformers'
-    ``DataCollatorWithFlattening``): positions restart per example, which transformers' attention masks
-    turn into block-diagonal attention (see :func:`check_packing`).
+    the EOS the model must learn to emit. With ``packing`` (see :meth:`_pack`) several examples share a row,
+    positions restarting per example, which transformers' attention masks turn into block-diagonal
+    attention (see :func:`check_packing`).
     """
 
     name = "causal"
@@ -144,7 +143,7 @@ class Causal:
             self.stop_ids = [self._token_id(t) for t in chat.end_of_turn] or [tokenizer.eos_token_id]
             self.end_id = self.stop_ids[0]
         self._parts: dict[tuple, tuple[list[int], list[int]]] = {}  # rendered template around the dialogue, per field values
-        self._flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX) if packing else None
+        self.packing = packing
 
     # --- prompts -------------------------------------------------------------------------------------
     def _check_chat(self, chat: ChatPrompt) -> None:
@@ -227,14 +226,43 @@ class Causal:
         if "target_ids" in rows[0]:
             full = [r["prompt_ids"] + r["target_ids"] for r in rows]
             labels = [[IGNORE_INDEX] * len(r["prompt_ids"]) + r["target_ids"] for r in rows]
-            if self._flatten is not None:  # one row, no padding; each example's first label is a prompt token anyway
-                packed = self._flatten([{"input_ids": f, "labels": lab} for f, lab in zip(full, labels, strict=True)])
-                batch.update(input_ids=packed["input_ids"], labels=packed["labels"], position_ids=packed["position_ids"])
+            if self.packing:
+                batch.update(self._pack(full, labels))
             else:
                 batch["input_ids"] = _pad(full, pad)
                 batch["attention_mask"] = _pad([[1] * len(f) for f in full], 0)
                 batch["labels"] = _pad(labels, IGNORE_INDEX)
         return batch
+
+    def _pack(self, full: list[list[int]], labels: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Examples packed first-fit-decreasing into rows no longer than the batch's longest example.
+
+        transformers isolates packed examples by their restarting ``position_ids`` (masking_utils'
+        packed-sequence detection, used when no 2D attention mask is given). Rows are bounded, not the whole
+        batch in one row as ``DataCollatorWithFlattening`` makes it: with sdpa or eager attention a row costs
+        the square of its length, so one row of a whole batch would cost far more than the padding it saves.
+        A row's tail padding is one more sequence (positions from 0) that nothing attends to and the loss skips.
+        """
+        width = max(len(f) for f in full)
+        rows: list[list[int]] = []  # example indices per row
+        used: list[int] = []
+        for i in sorted(range(len(full)), key=lambda i: -len(full[i])):
+            row = next((r for r in range(len(rows)) if used[r] + len(full[i]) <= width), None)
+            if row is None:
+                rows.append([])
+                used.append(0)
+                row = len(rows) - 1
+            rows[row].append(i)
+            used[row] += len(full[i])
+        ids, targets, positions, real = [], [], [], []
+        for row, size in zip(rows, used, strict=True):
+            tail = width - size
+            ids.append([t for i in row for t in full[i]] + [self.tokenizer.pad_token_id] * tail)
+            targets.append([t for i in row for t in labels[i]] + [IGNORE_INDEX] * tail)
+            positions.append([p for i in row for p in range(len(full[i]))] + list(range(tail)))
+            real.append([1] * size + [0] * tail)
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(targets), "position_ids": torch.tensor(positions),
+                "packed_mask": torch.tensor(real)}  # fmt: skip
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
         # use_cache=False: no KV cache to build; and with one, transformers would not read packed positions
@@ -250,7 +278,7 @@ class Causal:
         )
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        return int(batch["attention_mask"].sum() if "attention_mask" in batch else batch["packed_mask"].sum())
 
     def generate(self, model: Any, batch: dict[str, torch.Tensor], config: GenerationConfig) -> torch.Tensor:
         eos = config.eos_token_id
