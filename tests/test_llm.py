@@ -18,6 +18,7 @@ from sumlab.data.sources import load_split
 from sumlab.errors import SumlabError
 from sumlab.family import IGNORE_INDEX, ChatPrompt, decode, make_family
 from sumlab.models import adapters
+from sumlab.predict.writer import read_predictions
 from sumlab.train import build_module, load_splits
 
 LLMS = ("tiny_llama", "tiny_qwen3")
@@ -285,3 +286,27 @@ def test_packing_refused_when_attention_cannot_isolate(capsys, monkeypatch, tmp_
     monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
     assert_train_error(capsys, ["model=tiny_llama", *TINY_RUN, "data.packing=true"], tmp_path,
                     "data.packing=true", "attend to each other", "data.packing=false")  # fmt: skip
+
+
+# --- prediction on CTranslate2 --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tiny_llama_ctranslate2_on_two_ranks_equals_hf_in_one(tmp_path: Path) -> None:
+    """predict.py: CTranslate2's Generator (chat prompt in, answer out, stop at <|eot_id|>) on 2 ranks writes
+    every id once, in order, with the same greedy text as transformers in one process."""
+    from test_predict import DDP2, predict_cli, synthetic_ids
+
+    run_dir = tmp_path / "run"
+    _, cfg = train_in_process(["model=tiny_llama", *TINY_RUN, "trainer.max_epochs=2"], run_dir)
+    run_cfg = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "metrics")}
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(run_cfg), run_dir / ".hydra" / "config.yaml")  # as the Hydra job writes it
+    args = ["data.synthetic_sizes.test=7", "batch_size=3", "generation=greedy", "generation.max_new_tokens=12",
+            "trainer.enable_progress_bar=false", f"model_dir={run_dir}"]  # fmt: skip
+    one = predict_cli(*args, f"output.dir={tmp_path / 'hf'}", "backend=hf")
+    two = predict_cli(*args, f"output.dir={tmp_path / 'ct2'}", "backend=ctranslate2", *DDP2)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    hf, ct2 = (read_predictions(tmp_path / d) for d in ("hf", "ct2"))
+    assert [r["id"] for r in ct2] == synthetic_ids(7)  # every id exactly once, in input order
+    assert [r["prediction"] for r in ct2] == [r["prediction"] for r in hf] and all(r["prediction"] for r in hf)
+    assert not any(marker in r["prediction"] for r in ct2 for marker in ("<|", "assistant"))
+    assert json.loads((tmp_path / "ct2" / "metrics.json").read_text())["backend"] == "ctranslate2"

@@ -15,6 +15,7 @@ tests/test_predict_backends.py, fp32 outputs equal), the mapping below says how 
 - forced_bos_token_id (bart-large-cnn's): HF forces it as the first new token: CTranslate2 gets it as a
   target prefix (which counts toward the decoding length, as the forced token does in HF).
 - decoder_start_token_id: the converter writes the model's own into the CTranslate2 config.
+- eos_token_id (a list for chat models, every end-of-turn token): CTranslate2's end_token, the same list.
 - length_penalty: both divide a finished beam's log-probability by (generated length) ** length_penalty.
 - early_stopping=true: both stop when num_beams hypotheses are finished (CTranslate2 patience=1).
   HF's false ("stop when no running beam can still win, by a heuristic") and "never" have no CTranslate2
@@ -247,6 +248,9 @@ def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
         opts.update(max_decoding_length=max_new, min_decoding_length=min_new)
     else:
         opts.update(max_length=max_new, min_length=min_new, include_prompt_in_result=False)
+        eos = gen.eos_token_id  # chat models stop at any end-of-turn token (Llama 3: <|eot_id|> and <|eom_id|>)
+        if eos is not None:
+            opts["end_token"] = [int(e) for e in (eos if isinstance(eos, list) else [eos])]
     return opts, gen.forced_bos_token_id
 
 
