@@ -206,10 +206,6 @@ def convert(model: Any, tokenizer: Any, target: Path, compute_type: str) -> floa
 
 
 # --- engines -------------------------------------------------------------------------------------------
-def _ids(batch: dict[str, Any]) -> list[list[int]]:
-    return batch["rows"]
-
-
 class HFEngine:
     """transformers' generate on the Lightning-placed model (the tensors the family collates)."""
 
@@ -279,7 +275,7 @@ class CT2Engine:
         return {"rows": [r["input_ids"] if "input_ids" in r else r["prompt_ids"] for r in rows]}
 
     def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
-        tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in _ids(batch)]
+        tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in batch["rows"]]
         if self.family.name == "seq2seq":
             prefix = [self.prefix] * len(tokens) if self.prefix else None
             results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options)
