@@ -218,9 +218,10 @@ def _rebuild(run_cfg: DictConfig, cache_dir: str) -> tuple[Any, Any]:
 
     try:
         data_cfg, model_cfg = run_cfg.data, run_cfg.model
-        train = load_split(data_cfg, "train", seed=int(run_cfg.seed))
+        cache = str(OmegaConf.select(run_cfg, "paths.cache_dir") or cache_dir)
+        train = load_split(data_cfg, "train", seed=int(run_cfg.seed), cache_dir=cache)
         texts = [t for e in train for t in (e["text"], e["summary"])]
-        model, tokenizer, _ = build(model_cfg, data_cfg, texts, str(OmegaConf.select(run_cfg, "paths.cache_dir") or cache_dir))
+        model, tokenizer, _ = build(model_cfg, data_cfg, texts, cache)
     except SumlabError as ex:
         raise SumlabError(f"cannot rebuild the checkpoint's model from its run config: {ex}") from None
     return model, tokenizer
