@@ -3,11 +3,12 @@
 Both sides get the same model (built once from the model preset, same initial weights), tokenizer, data
 (DialogSum from ../shared/data: the first --train training and --val dev dialogues), features (sumlab's
 seq2seq tokenization), AdamW (lr, weight decay 0.01, no decay on biases and norms, linear schedule,
-no warm-up, clip 1.0), batch size, epochs, fp32 on CPU, and generation-based validation with beams 4
+no warm-up, clip 1.0), batch size, epochs, fp32, and generation-based validation with beams 4
 after every epoch (``predict_with_generate`` on the HF side); ROUGE is sumlab's scorer on both.
 
-Rows: HF defaults, HF ``train_sampling_strategy="group_by_length"`` (its length grouping in transformers 5), sumlab defaults (length-grouped batches, sorted validation
-batches, beam-cache fix), sumlab ``data.max_tokens`` (token-budget batches of about the same mean size).
+Rows: HF defaults, HF ``train_sampling_strategy="group_by_length"`` (transformers 5's length grouping),
+sumlab defaults (length-grouped batches, sorted validation batches, beam-cache fix), sumlab
+``data.max_tokens`` (token-budget batches of about the same mean size).
 Training tokens/s counts real (non-padding) source + target tokens over the training time without the
 validations; validation samples/s is over the validations; wall is the whole row (model copy, loaders,
 fit, validation).
@@ -122,8 +123,8 @@ def hf_row(cfg: Any, group_by_length: bool, out: Path, name: str) -> dict[str, f
         per_device_eval_batch_size=cfg.data.eval_batch_size, learning_rate=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay, lr_scheduler_type=cfg.optim.scheduler, num_train_epochs=cfg.trainer.max_epochs,
         eval_strategy="epoch", save_strategy="no", report_to=[], predict_with_generate=True,
-        generation_config=gen, train_sampling_strategy="group_by_length" if group_by_length else "random", seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
-        logging_strategy="no", disable_tqdm=True,
+        generation_config=gen, train_sampling_strategy="group_by_length" if group_by_length else "random",
+        seed=cfg.seed, use_cpu=not torch.cuda.is_available(), logging_strategy="no", disable_tqdm=True,
     )  # fmt: skip
     trainer = Seq2SeqTrainer(
         model=module.model, args=args, train_dataset=features["train"], eval_dataset=features["validation"],
