@@ -266,7 +266,7 @@ def test_korean_llm_experiment(tmp_path: Path) -> None:
     ("extra", "needles"),
     [
         (["model=tiny_qwen3", "model.prompt.user='Summarize this.'"], ["model.prompt.user has no {text}"]),
-        (["model=tiny_qwen3", "model.prompt.user='About {topic}: {text}'"], ["{topic}", "not a column of the data"]),
+        (["model=tiny_qwen3", "model.prompt.user='About {speaker}: {text}'"], ["{speaker}", "not a column of the data"]),
         (["model=tiny_qwen3", "model.prompt.user='{text:>5}'"], ["{text}", "not a plain column name"]),
         (["model=tiny_gpt2", "model.chat_template=true"], ["has no chat template", "model.chat_template=false"]),
         (["model=tiny_t5", "model.chat_template=true"], ["decoder-only", "model.family=causal"]),
