@@ -10,7 +10,7 @@ install:  ## create .venv and install sumlab with every extra (CPU torch pinned 
 	$(PY) -m pip install -q -c constraints.txt $(or $(TORCH_WHEEL),torch==2.13.0)
 	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
 
-train:  ## the offline default end to end: tiny T5 on synthetic dialogues (about 2 minutes on 2 cores)
+train:  ## the offline default end to end: tiny T5 on synthetic dialogues (about 3 minutes on 2 cores)
 	$(PY) train.py $(ARGS)
 
 test:  ## the whole suite (what CI runs)

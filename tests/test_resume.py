@@ -30,7 +30,9 @@ def _interrupt(overrides: list[str], at_step: int, signal_name: str, tmp_path: P
         "train.py", *overrides, f"hydra.run.dir={run_dir}",
         "+callbacks.kill._target_=resume_probe.SignalAtStep", f"+callbacks.kill.at_step={at_step}",
         f"+callbacks.kill.signal_name={signal_name}",
-        env={"PYTHONPATH": str(Path(__file__).parent)}, timeout=600,
+        # the same intra-op thread count as this process, where the reference and the resumed runs train:
+        # a different count changes float summation order (once seen here: 7e-6 apart after a full suite)
+        env={"PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": str(torch.get_num_threads())}, timeout=600,
     )  # fmt: skip
     return run_dir, proc
 
