@@ -81,11 +81,10 @@ class SummarizationDataModule(L.LightningDataModule):
 
     def padded_lengths(self, split: str) -> np.ndarray:
         """Per example, the length of each padded training tensor: (source, target), or (sequence,) for causal."""
-        table = self.tokenized(split).data
-        length = table.column("length").to_numpy()
+        length = self.lengths(split)
         if self.family.name != "seq2seq":
             return length[:, None]
-        source = table.column("source_length").to_numpy()
+        source = self.tokenized(split).data.column("source_length").to_numpy()
         return np.stack([source, length - source], axis=1)
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
