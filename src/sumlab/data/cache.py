@@ -5,7 +5,9 @@ changes its tokens: the raw rows (datasets' fingerprint, plus path, size and mti
 the hub name and revision), the tokenizer (its full serialization and special tokens), the family (its
 class source and settings), the template, clean-up switches, lengths and reference columns. A changed
 tokenizer therefore never finds an old cache. The directory is built under a temporary name and renamed
-when complete, so a reader (another rank, a sweep trial) sees a whole cache or none.
+when complete, so a reader (another rank, a sweep trial) sees a whole cache or none; a file lock per key
+makes processes that start together (torchrun ranks, parallel sweep workers, predict.py's ranks) wait for
+one build instead of each tokenizing the corpus.
 
 Why not datasets' own map cache alone: its fingerprint hashes the map function with dill, which is slow
 for a closure holding a tokenizer, and it lives next to the source's cache files (none for in-memory
@@ -22,15 +24,18 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import datasets
+import numpy as np
+import pyarrow.compute as pc
 from datasets.fingerprint import Hasher
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from sumlab.data.sources import normalize, not_writable, release_memory, reference_columns, source_of, split_path
 
-FORMAT = 1  # bump when the layout of the tokenized columns changes
+FORMAT = 2  # bump when the layout of the tokenized columns (or meta.json) changes
 META = "meta.json"
 # keys of data.* that change the tokenized rows (batch sizes, workers and samplers do not)
 DATA_KEYS = ("text_column", "summary_column", "id_column", "reference_columns", "max_source_length",
@@ -111,8 +116,10 @@ def _features(family: Any, has_summary: bool, with_references: bool) -> datasets
 class TokenizedCache:
     """Build-if-missing and load for one data config and family; counts what it built (tests, logs)."""
 
-    def __init__(self, cfg: DictConfig, family: Any, root: str) -> None:
+    def __init__(self, cfg: DictConfig, family: Any, root: str, overwrite: Optional[bool] = None) -> None:
+        """``overwrite``: rebuild an existing cache once in this process (default: data.overwrite_cache)."""
         self.cfg, self.family = cfg, family
+        self.overwrite = bool(cfg.get("overwrite_cache")) if overwrite is None else overwrite
         self.root = Path(root).expanduser() / "data"
         self.built: list[str] = []  # splits tokenized by this object (not found in the cache)
 
@@ -123,30 +130,43 @@ class TokenizedCache:
     def prepare(self, raw: datasets.Dataset, split: str) -> Path:
         """The split's cache directory, built now when missing (or when data.overwrite_cache is set)."""
         path = self.path(raw, split)
-        if (path / META).is_file() and not self.cfg.get("overwrite_cache"):
+        rebuild = self.overwrite and split not in self.built
+        if (path / META).is_file() and not rebuild:
             return path
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.root / f".{path.name}.lock"))
+            lock.acquire()
+        except OSError as ex:
+            raise not_writable(self.root) from ex
+        try:  # a process that waited on the lock finds the build done (unless it asked to overwrite)
+            if rebuild or not (path / META).is_file():
+                self._build_into(raw, split, path)
+        finally:
+            lock.release()
+        return path
+
+    def _build_into(self, raw: datasets.Dataset, split: str, path: Path) -> None:
+        try:
             tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
         except OSError as ex:
             raise not_writable(self.root) from ex
         started = time.perf_counter()
         try:
             self._build(raw, split, tmp)
-            if path.exists():  # overwrite_cache, or a concurrent builder finished first
+            if path.exists():  # overwrite_cache
                 old = path.with_name(f".old-{path.name}-{os.getpid()}")
                 path.rename(old)
                 shutil.rmtree(old, ignore_errors=True)
             tmp.rename(path)
         except OSError:
-            if not (path / META).is_file():
+            if not (path / META).is_file():  # a builder on another machine (no shared lock) finished first
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         release_memory()
         self.built.append(split)
         print(f"data: tokenized {split} ({len(raw)} rows, {time.perf_counter() - started:.1f} s) into {path}", flush=True)
-        return path
 
     def _encoding(self, raw: datasets.Dataset | datasets.IterableDataset, split: str) -> dict[str, Any]:
         """Dataset.map arguments shared by the cached build and data.streaming."""
@@ -167,7 +187,8 @@ class TokenizedCache:
             new_fingerprint=out.name, load_from_cache_file=False, desc=f"tokenizing {split}",
         )  # fmt: skip
         files = [Path(f["filename"]).name for f in tokenized.cache_files]
-        (out / META).write_text(json.dumps({"split": split, "rows": len(tokenized), "files": files}), encoding="utf-8")
+        meta = {"split": split, "rows": len(tokenized), "files": files, "digest": rows_digest(tokenized)}
+        (out / META).write_text(json.dumps(meta), encoding="utf-8")
 
     @staticmethod
     def load(path: Path) -> datasets.Dataset:
@@ -178,3 +199,24 @@ class TokenizedCache:
 
     def dataset(self, raw: datasets.Dataset, split: str) -> datasets.Dataset:
         return self.load(self.prepare(raw, split))
+
+    @staticmethod
+    def digest(path: Path) -> str:
+        """The split's ``rows_digest``, computed once when the cache was built."""
+        return json.loads((path / META).read_text(encoding="utf-8"))["digest"]
+
+
+def rows_digest(ds: datasets.Dataset) -> str:
+    """A digest of every row's id and source token ids (what generation reads), from Arrow a chunk at a time.
+
+    Identifies "the same input" for predict.py's resume check: the texts as the model sees them (template,
+    clean-up, truncation), not the file they came from.
+    """
+    source = "input_ids" if "input_ids" in ds.column_names else "prompt_ids"
+    h = hashlib.sha256()
+    for batch in ds.data.table.select(["id", source]).to_batches(max_chunksize=10_000):
+        ids, tokens = batch.column(0), batch.column(1)
+        h.update("\0".join(ids.to_pylist()).encode())
+        h.update(pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+        h.update(pc.list_flatten(tokens).to_numpy(zero_copy_only=False).astype(np.int32).tobytes())
+    return h.hexdigest()

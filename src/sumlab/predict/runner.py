@@ -1,4 +1,4 @@
-"""One prediction run: model_dir -> length-bucketed batches -> Trainer.predict -> shards -> merged outputs.
+"""One prediction run: model_dir -> tokenized cache -> length-bucketed batches -> Trainer.predict -> shards -> merged outputs.
 
 Every rank runs this whole function (Lightning relaunches the script once per extra device). Before
 ``trainer.predict`` only rank 0 changes files; the other ranks start while rank 0 waits for them in the
@@ -14,7 +14,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+import datasets
 import lightning.pytorch as L
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from sumlab import quiet_lightning_logs
 from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS, check_generation
-from sumlab.data.sources import FILE_KEY, has_split, load_split
+from sumlab.data.cache import TokenizedCache
+from sumlab.data.sources import FILE_KEY, has_split, load_raw
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import Causal, Seq2Seq, make_family
 from sumlab.generation import build_generation_config
@@ -110,35 +115,34 @@ class PredictModule(L.LightningModule):
 
 
 class PredictData(L.LightningDataModule):
-    """The examples still to do, tokenized, in length buckets; this rank's share of the batches."""
+    """The rows still to do, memory-mapped from the tokenized cache, in length buckets; this rank's share.
 
-    def __init__(self, examples: list[dict[str, Any]], family: Seq2Seq | Causal, data_cfg: DictConfig,
-                 batch_size: int, sort: bool, collate: Any) -> None:  # fmt: skip
+    Lengths come from the cache's ``source_length`` column and rows are read a batch at a time, so a rank's
+    private memory does not grow with the corpus.
+    """
+
+    def __init__(self, rows: datasets.Dataset, todo: np.ndarray, batch_size: int, sort: bool, collate: Any,
+                 num_workers: int) -> None:  # fmt: skip
         super().__init__()
         self.allow_zero_length_dataloader_with_multiple_devices = True
-        self.family, self._collate = family, collate
-        self.batch_size, self.sort = batch_size, sort
-        self.items = [
-            (e["id"], family.features(e["text"], None, data_cfg.max_source_length, data_cfg.max_target_length,
-                                      fields=e["fields"]))
-            for e in examples
-        ]
-        self.num_workers = int(data_cfg.num_workers)
+        self.source = "input_ids" if "input_ids" in rows.column_names else "prompt_ids"
+        self.lengths = rows.data.column("source_length").to_numpy()[todo]
+        self.rows = rows.select_columns(["id", self.source])
+        if len(todo) < len(rows):  # a resumed run: an indices mapping over the same files, not a copy
+            self.rows = self.rows.select(todo)
+        self._collate, self.batch_size, self.sort, self.num_workers = collate, batch_size, sort, num_workers
 
-    def lengths(self) -> list[int]:
-        return [len(f["input_ids"] if "input_ids" in f else f["prompt_ids"]) for _, f in self.items]
-
-    def collate(self, rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        batch = self._collate([f for _, f in rows])
-        batch["ids"] = [i for i, _ in rows]
-        batch["lengths"] = [len(f["input_ids"] if "input_ids" in f else f["prompt_ids"]) for _, f in rows]
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self._collate([{self.source: r[self.source]} for r in rows])
+        batch["ids"] = [r["id"] for r in rows]
+        batch["lengths"] = [len(r[self.source]) for r in rows]
         return batch
 
     def predict_dataloader(self) -> DataLoader:
         sampler = BucketBatchSampler(
-            self.lengths(), self.batch_size, sort=self.sort, rank=self.trainer.global_rank, world_size=self.trainer.world_size
+            self.lengths, self.batch_size, sort=self.sort, rank=self.trainer.global_rank, world_size=self.trainer.world_size
         )
-        return DataLoader(self.items, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
+        return DataLoader(self.rows, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
 
 
 def resolve_precision(precision: str) -> str:
@@ -167,26 +171,43 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError("model_dir is empty: pass model_dir=outputs/train/<run> (or an export/, a .ckpt, a hub name)")
 
 
-def load_examples(cfg: DictConfig) -> list[dict[str, Any]]:
+def load_rows(cfg: DictConfig) -> datasets.Dataset:
+    """The split's raw rows, checked (memory-mapped Arrow unless synthetic)."""
     split = cfg.data.split
     if not has_split(cfg.data, split):
         raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/file.jsonl (data.split={split})")
+    if cfg.data.streaming:
+        raise SumlabError("data.streaming=true is for training: predict.py reads its split through the tokenized cache; drop it")
     # predict.py has one split, so data.max_predict_samples limits whichever it is
-    examples = load_split(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples",
-                          cache_dir=cfg.paths.cache_dir, keep_columns=True)
-    if not examples:
+    raw = load_raw(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples",
+                   cache_dir=cfg.paths.cache_dir)  # fmt: skip
+    if len(raw) == 0:
         raise SumlabError(f"no examples to predict in data.split={split} of data={cfg.data.name}")
-    empty = sum(1 for e in examples if not e["text"].strip())
-    if empty == len(examples):
+    if not _any_text(raw, cfg.data.text_column):
         raise SumlabError(f"every {cfg.data.text_column!r} (data.text_column) in data.split={split} is empty: nothing to summarize")
-    return examples
+    return raw
 
 
-def data_identity(cfg: DictConfig, examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """What makes "the same input": the texts themselves (and how they are cut), not where they were read from."""
-    texts = digest([[e["id"], e["text"]] for e in examples])
-    return {"name": cfg.data.name, "split": cfg.data.split, "examples": len(examples), "texts": texts,
+def _any_text(raw: datasets.Dataset, column: str) -> bool:
+    """Whether some row's text is not blank; reads Arrow batches and stops at the first such row."""
+    for batch in raw.select_columns([column]).with_format("arrow").iter(batch_size=10_000):
+        if pc.any(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(batch[column].fill_null(""))), 0)).as_py():
+            return True
+    return False
+
+
+def data_identity(cfg: DictConfig, rows: datasets.Dataset, digest_of_rows: str) -> dict[str, Any]:
+    """What makes "the same input": the rows as the model reads them (ids and source tokens), not their file."""
+    return {"name": cfg.data.name, "split": cfg.data.split, "examples": len(rows), "rows": digest_of_rows,
             "max_source_length": cfg.data.max_source_length}  # fmt: skip
+
+
+def remaining(rows: datasets.Dataset, done: dict[str, Any]) -> np.ndarray:
+    """Positions of the rows without a prediction in the shards (ids compared in Arrow, not Python lists)."""
+    if not done:
+        return np.arange(len(rows))
+    finished = pc.is_in(rows.data.column("id"), value_set=pa.array(list(done), pa.string()))
+    return np.flatnonzero(~finished.to_numpy(zero_copy_only=False))
 
 
 def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any]) -> L.Trainer:
@@ -216,7 +237,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if is_zero:
         writer.check_writable(out)
     precision = resolve_precision(str(cfg.trainer.precision))
-    examples = load_examples(cfg)
+    raw = load_rows(cfg)
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
     if precision.startswith("16") and getattr(loaded.model.config, "model_type", "") in ("t5", "mt5", "umt5", "longt5"):
         raise SumlabError(f"trainer.precision={precision} is not safe for {loaded.model.config.model_type} models: {FP16_UNSAFE_HINT}")
@@ -224,6 +245,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in ROUGE_TOKENIZERS else None
     rouge_tokenizer = cfg.metrics.tokenizer or run_tokenizer or "default"
     family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
+    # Tokenized once into the cache training uses (a file lock: one rank builds, the others wait), then
+    # memory-mapped by every rank. Only rank 0 honours data.overwrite_cache, so the ranks do not rebuild in turn.
+    cache = TokenizedCache(cfg.data, family, cfg.paths.cache_dir, overwrite=is_zero and bool(cfg.data.overwrite_cache))
+    cached = cache.prepare(raw, cfg.data.split)
+    rows = TokenizedCache.load(cached)
     generation_config = build_generation_config(cfg.generation, loaded.model)
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
     on_gpu = torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda")
@@ -231,20 +257,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                              "cuda" if on_gpu else "cpu")  # fmt: skip
     meta = {
         "model": loaded.identity,
-        "data": data_identity(cfg, examples),
+        "data": data_identity(cfg, rows, TokenizedCache.digest(cached)),
         "generation": {**generation, "precision": precision, "backend": choice.backend, "compute_type": choice.compute_type},
     }
     meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
     writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
 
-    done = writer.read_shards(out)
-    todo = [e for e in examples if e["id"] not in done]
+    todo = remaining(rows, writer.read_shards(out))
     module = PredictModule(loaded, family, generation_config, bool(cfg.fast_beam_cache), choice, cfg.paths.cache_dir, cfg.seed)
-    if todo:
+    if len(todo):
         if cfg.seed is not None:
             L.seed_everything(cfg.seed, verbose=False)
         collate = module.engine.collate if module.engine is not None else backends.CT2Engine.collate
-        data = PredictData(todo, family, cfg.data, int(cfg.batch_size), bool(cfg.sort_by_length), collate)
+        data = PredictData(rows, todo, int(cfg.batch_size), bool(cfg.sort_by_length), collate, int(cfg.data.num_workers))
         trainer = build_trainer(cfg, precision, [writer.ShardWriter(out)])
         trainer.predict(module, datamodule=data, return_predictions=False)
         module.gather_stats(trainer.strategy)
@@ -254,20 +279,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     elif not is_zero:
         return {}
 
-    rows = writer.merge(out, examples)
+    # rank 0 only, after generation: ids in input order with their summaries and references
+    examples = rows.select_columns([c for c in ("id", "summary", "references") if c in rows.column_names]).to_list()
+    merged = writer.merge(out, examples)
     stats, seconds = module.stats, module.seconds
     # data.reference_columns: every reference of an example, else the summary column's one
-    references = [e["references"] for e in examples] if "references" in examples[0] else [r.get("reference") for r in rows]
+    references = [e["references"] for e in examples] if "references" in examples[0] else [r.get("reference") for r in merged]
     metrics: dict[str, Any] = {
         "model_dir": str(cfg.model_dir),
         "model": loaded.source,
         "family": loaded.family,
         "data": cfg.data.name,
         "split": cfg.data.split,
-        "examples": len(rows),
+        "examples": len(merged),
         "generated_now": stats["examples"],
-        "resumed": len(rows) - stats["examples"],
-        "devices": int(trainer.world_size) if todo else 0,
+        "resumed": len(merged) - stats["examples"],
+        "devices": int(trainer.world_size) if len(todo) else 0,
         "precision": precision,
         "batch_size": int(cfg.batch_size),
         "sort_by_length": bool(cfg.sort_by_length),
@@ -279,17 +306,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "generation": generation,
         "samples_per_second": round(stats["examples"] / seconds, 3) if seconds else None,
         "generated_tokens_per_second": round(stats["generated_tokens"] / seconds, 1) if seconds else None,
-        "mean_generated_length": round(sum(r["gen_len"] or 0 for r in rows) / len(rows), 2),
+        "mean_generated_length": round(sum(r["gen_len"] or 0 for r in merged) / len(merged), 2),
         "padding_fraction": round(stats["input_padding"] / stats["input_tokens"], 4) if stats["input_tokens"] else None,
         "predict_seconds": round(seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
     if all(r is not None for r in references):
         metrics["rouge_tokenizer"] = rouge_tokenizer
-        metrics["rouge"] = score_corpus([r["prediction"] for r in rows], references, rouge_tokenizer, cfg.metrics.multi_reference)
+        metrics["rouge"] = score_corpus([r["prediction"] for r in merged], references, rouge_tokenizer, cfg.metrics.multi_reference)
     metrics["versions"] = versions()
     write_json(out / writer.METRICS, metrics)
-    files = writer.write_outputs(out, rows, cfg.output.format, cfg.output.id_header, cfg.output.summary_header)
+    files = writer.write_outputs(out, merged, cfg.output.format, cfg.output.id_header, cfg.output.summary_header)
     _print_summary(metrics, files)
     return metrics
 
