@@ -9,7 +9,8 @@ Each measurement runs in a fresh subprocess: wall seconds from reading the file 
 for the DataLoader, and the private memory (RssAnon from /proc/self/status) that split adds, per token kept.
 
 - baseline: the previous sources.load_split + datamodule encoding, copied below (read with pandas, rows
-  as Python dicts, tokenized example by example); it has no cache, so its warm run is another cold one.
+  as Python dicts, tokenized example by example); it has no cache, so its warm run would be another cold
+  one: measured once and reported as both.
 - new: sources.load_raw + the tokenized cache (Dataset.map, memory-mapped Arrow), cold (empty cache),
   warm (cache present) and cold with data.preprocessing_num_workers=2.
 
@@ -174,14 +175,13 @@ def main() -> None:
         print(f"corpus: {args.rows} rows, {size / 2**20:.0f} MiB JSONL, built in {time.perf_counter() - started:.0f} s; "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
         base = run_measure(args, "baseline", tmp / "unused", None)
-        base_warm = run_measure(args, "baseline", tmp / "unused", None)  # no cache: the same work again
         cold = run_measure(args, "new", tmp / "cache1", None)
         warm = run_measure(args, "new", tmp / "cache1", None)
         cold2 = run_measure(args, "new", tmp / "cache2", 2)
     print(f"tokens kept: baseline {base['tokens']}, new {cold['tokens']}")
     print("| path | cold s (CPU s) | warm s (CPU s) | private bytes/token: cold process | warm process |")
     print("|---|---|---|---|---|")
-    print(f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | {base_warm['seconds']} ({base_warm['cpu_seconds']}) | {base['bytes_per_token']} | {base_warm['bytes_per_token']} |")
+    print(f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | no cache: = cold | {base['bytes_per_token']} | = cold |")
     print(f"| datasets cache, 1 process | {cold['seconds']} ({cold['cpu_seconds']}) | {warm['seconds']} ({warm['cpu_seconds']}) | {cold['bytes_per_token']} | {warm['bytes_per_token']} |")
     print(f"| datasets cache, preprocessing_num_workers=2 | {cold2['seconds']} ({cold2['cpu_seconds']}) | - | {cold2['bytes_per_token']} | - |")
     print(f"new/baseline cold wall: {cold['seconds'] / base['seconds']:.2f}x (1 process), {cold2['seconds'] / base['seconds']:.2f}x (2 workers); "
