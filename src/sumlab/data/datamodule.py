@@ -61,7 +61,7 @@ class SummarizationDataModule(L.LightningDataModule):
         """data.streaming: tokenized lazily; training rows shuffled within a buffer; each rank reads its own rows."""
         ds = self.cache.stream(raw, split)
         if split == "train":
-            ds = ds.shuffle(seed=0, buffer_size=self.cfg.shuffle_buffer)
+            ds = ds.shuffle(seed=self.seed, buffer_size=self.cfg.shuffle_buffer)  # the run's seed, like the samplers
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             ds = split_dataset_by_node(ds, rank=trainer.global_rank, world_size=trainer.world_size)
