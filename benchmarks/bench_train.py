@@ -99,8 +99,9 @@ def hf_row(cfg: Any, group_by_length: bool, out: Path, name: str) -> dict[str, f
     L.seed_everything(cfg.seed)
     splits = load_splits(cfg)
     module, datamodule, _ = build_module(cfg, splits)
-    features = {s: [{k: v for k, v in f.items() if k != "idx"} for f, _ in datamodule.encoded(s)] for s in ("train", "validation")}
-    references = [e["summary"] for e in splits["validation"]]
+    datamodule.prepare_data()  # the same tokenized rows sumlab trains on, from its cache
+    features = {s: datamodule.tokenized(s).select_columns(["input_ids", "labels"]).to_list() for s in ("train", "validation")}
+    references = datamodule.tokenized("validation")["summary"]
     tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in features["train"]) * cfg.trainer.max_epochs
     gen = module.generation_config
 
