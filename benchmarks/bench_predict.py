@@ -17,11 +17,11 @@ Sections (``--sections seq2seq,llm``, default both): ``seq2seq`` on the offline 
     .venv/bin/python benchmarks/bench_predict.py --sections llm [--llm-model-dir <causal run>]
 
 Without --model-dir (--llm-model-dir) it reuses a completed run of ``python train.py`` (``python train.py
-model=tiny_llama trainer.max_epochs=1 test=false``: one epoch teaches it to answer and stop) under
-outputs/train (same config fingerprint), or trains one. The llm section runs
-first and prints ``llm <mode> fp32: ctranslate2 / hf = <(3)/(2)>x ...``; with the seq2seq section the last
-two lines read ``predict speedup vs baseline: <(3)/(1)>x`` and ``predict speed vs raw ctranslate2:
-<(3)/(4)>x`` (seq2seq, beams 4, fp32).
+model=tiny_llama trainer.max_epochs=1 test=false``: one epoch, so its answers end at the end-of-turn token
+rather than run to the length limit) under outputs/train (same config fingerprint), or trains one. The
+llm section runs first and prints ``llm <mode> fp32: ctranslate2 / hf = <(3)/(2)>x ...``; with the seq2seq
+section the last two lines read ``predict speedup vs baseline: <(3)/(1)>x`` and ``predict speed vs raw
+ctranslate2: <(3)/(4)>x`` (seq2seq, beams 4, fp32).
 """
 
 from __future__ import annotations
