@@ -7,8 +7,8 @@ first-fit up to the batch's longest example, positions restarting per example). 
 loss (equal up to float rounding, since packing isolates examples). The two modes alternate ``--repeats``
 times and medians are compared, so a burst of load on the machine cannot decide the ratio.
 
-    .venv/bin/python benchmarks/bench_train.py --sections llm [--packing-examples 256] [--packing-batch-size 16] [--packing-repeats 3]
-    .venv/bin/python benchmarks/bench_packing.py [--examples 256] [--batch-size 16] [--repeats 3]   # the same rows alone
+    .venv/bin/python benchmarks/bench_train.py --sections llm [--packing-examples 256] [--packing-repeats 3]
+    .venv/bin/python benchmarks/bench_packing.py [--examples 256] [--batch-size 16] [--repeats 3]  # these rows alone
 
 DialogSum train (``../shared/data/dialogsum``) when present, else the synthetic dialogues.
 """
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """This benchmark's options; bench_train.py adds them with prefix ``packing-``."""
     parser.add_argument(f"--{prefix}examples", dest="packing_examples", type=int, default=256, help="training examples")
     parser.add_argument(f"--{prefix}batch-size", dest="packing_batch_size", type=int, default=16)
-    parser.add_argument(f"--{prefix}repeats", dest="packing_repeats", type=int, default=3, help="alternations; medians reported")
+    parser.add_argument(f"--{prefix}repeats", dest="packing_repeats", type=int, default=3, help="alternations")
 
 
 def run(args: argparse.Namespace) -> float:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> float:
     module, _, _ = build_module(cfg, {"train": splits["train"], "validation": splits["validation"][:1]})
     plain = module.family
     packed = make_family("causal", module.tokenizer, "", "", chat=plain.chat, packing=True)
-    examples = load_split(cfg.data, "train", seed=cfg.seed, cache_dir=cfg.paths.cache_dir, keep_columns=True)  # Python rows
+    examples = load_split(cfg.data, "train", seed=cfg.seed, cache_dir=cfg.paths.cache_dir, keep_columns=True)
     rows = [{"idx": i, **plain.features(e["text"], e["summary"], cfg.data.max_source_length, cfg.data.max_target_length,
                                         fields=e.get("fields"))}
             for i, e in enumerate(examples)]  # fmt: skip

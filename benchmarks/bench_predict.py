@@ -42,7 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM_TEST = REPO.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
 SUMLAB_BATCH = 16  # predict.py's default batch_size; the raw CTranslate2 loop gets it as max_batch_size
-SECTIONS = {"seq2seq": [], "llm": ["model=tiny_llama", "trainer.max_epochs=1", "test=false"]}  # train.py overrides: default models
+# Each section's default model: the train.py overrides it is trained (or found) with.
+SECTIONS = {"seq2seq": [], "llm": ["model=tiny_llama", "trainer.max_epochs=1", "test=false"]}
 
 
 def compose(overrides: list[str], config_name: str = "predict") -> Any:
@@ -87,8 +88,8 @@ def naive_hf(cfg: Any, examples: list[dict], batch_size: int = 8) -> tuple[dict[
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
     family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
     gen = build_generation_config(cfg.generation, loaded.model)
-    feats = [family.features(e["text"], None, cfg.data.max_source_length, cfg.data.max_target_length, fields=e.get("fields"))
-             for e in examples]  # fmt: skip
+    limits = (cfg.data.max_source_length, cfg.data.max_target_length)
+    feats = [family.features(e["text"], None, *limits, fields=e.get("fields")) for e in examples]
     out: dict[str, str] = {}
     started = time.perf_counter()
     with torch.inference_mode():
@@ -137,15 +138,16 @@ def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_ty
     return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
 
 
-def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str, Any], generator: Any) -> tuple[dict[str, str], float]:
+def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str, Any],
+                  generator: Any) -> tuple[dict[str, str], float]:  # fmt: skip
     """(4) for decoder LLMs: the chat prompts' tokens in, one generate_batch(max_batch_size=...), answers out."""
     from sumlab.family import make_family
 
     family = make_family("causal", loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
     tokenizer = loaded.tokenizer
     # The prompt a user builds with tokenizer.apply_chat_template, cut to fit as predict.py does; outside the timing.
-    prompts = [tokenizer.convert_ids_to_tokens(family.prompt_ids(e["text"], cfg.data.max_source_length, e.get("fields")))
-               for e in examples]  # fmt: skip
+    limit = cfg.data.max_source_length
+    prompts = [tokenizer.convert_ids_to_tokens(family.prompt_ids(e["text"], limit, e.get("fields"))) for e in examples]
     started = time.perf_counter()
     results = generator.generate_batch(prompts, max_batch_size=SUMLAB_BATCH, **options)
     texts = [tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]
@@ -153,14 +155,14 @@ def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str
 
 
 def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], data: Any) -> dict[str, dict[str, float]]:
-    """Rows (1)-(4) per mode on one model; per mode the fp32 ratios and the fp32 CTranslate2 outputs differing from hf."""
+    """Rows (1)-(4) per mode on one model; per mode: fp32 ratios, fp32 CTranslate2 outputs differing from hf."""
     from sumlab.data.sources import load_split
     from sumlab.predict import backends
     from sumlab.predict.loading import load
 
     base_cfg = compose(common)
-    examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed, limit_key="max_predict_samples",
-                          keep_columns=True)  # fields: a chat prompt's other columns  # fmt: skip
+    examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed,
+                          limit_key="max_predict_samples", keep_columns=True)  # fields: a chat prompt's other columns
     threads = backends.cpu_threads()  # what predict.py gives CTranslate2: torch's pool size
     print(f"{len(examples)} examples ({data}); model {model_dir}; torch {torch.__version__} and CTranslate2 "
           f"{__import__('ctranslate2').__version__} with {threads} threads; {os.cpu_count()} cores, "
@@ -200,8 +202,9 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
             names = list(speeds)
             hf = outputs[names[1]]
             differing = {name: sum(outputs[name][e["id"]] != hf[e["id"]] for e in examples) for name in names}
-            summary[mode] = {"vs_naive": median[names[2]] / median[names[0]], "vs_raw": median[names[2]] / median[names[3]],
-                             "vs_hf": median[names[2]] / median[names[1]], "differing": differing[names[2]], "n": n}  # fmt: skip
+            ours = median[names[2]]  # (3) fp32
+            summary[mode] = {"vs_naive": ours / median[names[0]], "vs_raw": ours / median[names[3]],
+                             "vs_hf": ours / median[names[1]], "differing": differing[names[2]], "n": n}  # fmt: skip
             print(f"\n{mode}, {n} examples, median of {args.repeats} (outputs differing from (2) sumlab hf fp32):")
             for name in names:
                 spread = f" ({min(speeds[name]):.1f}-{max(speeds[name]):.1f})" if args.repeats > 1 else ""
@@ -212,10 +215,10 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (offline default T5), llm (tiny_llama)")
-    ap.add_argument("--model-dir", default=None, help="seq2seq: a run trained on DialogSum (default: the offline default model)")
-    ap.add_argument("--llm-model-dir", default=None, help="llm: a causal run trained on DialogSum (default: tiny_llama, trained "
-                    "or reused on the synthetic data)")  # fmt: skip
+    ap.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (default T5), llm (tiny_llama)")
+    ap.add_argument("--model-dir", default=None, help="seq2seq: a DialogSum-trained run (default: the offline default)")
+    ap.add_argument("--llm-model-dir", default=None, help="llm: a DialogSum-trained causal run (default: tiny_llama, "
+                    "trained or reused on the synthetic data)")  # fmt: skip
     ap.add_argument("--data", default=None, help="JSONL/CSV with dialogue, summary, id, or `synthetic` (default: "
                     "DialogSum test with a model dir, else --synthetic test dialogues)")  # fmt: skip
     ap.add_argument("--limit", type=int, default=None, help="first N examples only")
@@ -243,7 +246,8 @@ def main() -> int:
                 return 2
             common = [f"model_dir={model_dir}", "data=files", f"data.test_file={data.resolve()}"]
         else:
-            data, common = f"{args.synthetic} synthetic test dialogues", [f"model_dir={model_dir}", f"data.synthetic_sizes.test={args.synthetic}"]
+            data = f"{args.synthetic} synthetic test dialogues"
+            common = [f"model_dir={model_dir}", f"data.synthetic_sizes.test={args.synthetic}"]
         if args.limit:
             common.append(f"data.max_predict_samples={args.limit}")
         print(f"\n## {section}", flush=True)

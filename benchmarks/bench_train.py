@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=None, help="sumlab token budget (default: batch size x mean padded length)")
-    parser.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (vs Seq2SeqTrainer), llm (packing)")
+    parser.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (vs HF), llm (packing)")
     bench_packing.add_arguments(parser, prefix="packing-")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
