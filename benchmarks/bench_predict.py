@@ -5,15 +5,23 @@ Rows, on the same model, inputs, generation settings and CPU threads (load and c
   (2) sumlab ``predict.py backend=hf`` (length buckets, beam-cache speed-up, shards, merge)
   (3) sumlab ``predict.py backend=ctranslate2`` (what ``auto`` picks here)
   (4) plain CTranslate2 as its documentation shows: ``translate_batch`` over all inputs with ``max_batch_size``
-Conversion time is measured separately, into a fresh directory. int8 rows count outputs that differ
-from fp32 (2).
+Conversion time is measured separately, into a fresh directory. Every row counts its outputs that
+differ from (2) (fp32 CTranslate2 should differ in none).
 
-    .venv/bin/python benchmarks/bench_predict.py                       # offline default, 1,000 synthetic test dialogues
+Sections (``--sections seq2seq,llm``, default both): ``seq2seq`` on the offline default T5 (rows as above);
+``llm`` on tiny_llama with its chat-template prompts, where (4) is CTranslate2's ``Generator.generate_batch``
+(the prompts' tokens in, ``include_prompt_in_result=False``, stopping at the end-of-turn token).
+
+    .venv/bin/python benchmarks/bench_predict.py                       # both sections, 1,000 synthetic test dialogues
     .venv/bin/python benchmarks/bench_predict.py --model-dir outputs/train/<dialogsum run>   # DialogSum test
+    .venv/bin/python benchmarks/bench_predict.py --sections llm [--llm-model-dir <causal run>]
 
-Without --model-dir it reuses a completed run of the default ``python train.py`` config under
-outputs/train (same config fingerprint), or trains one. The last two lines read
-``predict speedup vs baseline: <(3)/(1)>x`` and ``predict speed vs raw ctranslate2: <(3)/(4)>x`` (beams 4, fp32).
+Without --model-dir (--llm-model-dir) it reuses a completed run of ``python train.py`` (``python train.py
+model=tiny_llama trainer.max_epochs=1 test=false``: one epoch, so its answers end at the end-of-turn token
+rather than run to the length limit) under outputs/train (same config fingerprint), or trains one. The
+llm section runs first and prints ``llm <mode> fp32: ctranslate2 / hf = <(3)/(2)>x ...``; with the seq2seq
+section the last two lines read ``predict speedup vs baseline: <(3)/(1)>x`` and ``predict speed vs raw
+ctranslate2: <(3)/(4)>x`` (seq2seq, beams 4, fp32).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM_TEST = REPO.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
 SUMLAB_BATCH = 16  # predict.py's default batch_size; the raw CTranslate2 loop gets it as max_batch_size
+# Each section's default model: the train.py overrides it is trained (or found) with.
+SECTIONS = {"seq2seq": [], "llm": ["model=tiny_llama", "trainer.max_epochs=1", "test=false"]}
 
 
 def compose(overrides: list[str], config_name: str = "predict") -> Any:
@@ -47,11 +57,11 @@ def compose(overrides: list[str], config_name: str = "predict") -> Any:
         return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
-def default_model() -> Path:
-    """A completed run of the default training config under outputs/train, trained here if there is none."""
+def default_model(overrides: list[str]) -> Path:
+    """A completed run of ``python train.py <overrides>`` under outputs/train, trained here if there is none."""
     from sumlab.rundir import fingerprint
 
-    cfg = compose([], config_name="train")
+    cfg = compose(overrides, config_name="train")
     wanted, root = fingerprint(cfg), Path(cfg.paths.output_dir) / cfg.task_name
     found = []
     for info_file in root.glob("*/run.json"):
@@ -63,9 +73,10 @@ def default_model() -> Path:
             found.append(info_file.parent)
     if found:
         return max(found, key=lambda p: p.stat().st_mtime)
-    print(f"no completed default run under {root}: training one (python train.py)", flush=True)
-    subprocess.run([sys.executable, "train.py"], cwd=REPO, check=True)
-    return default_model()
+    command = " ".join(["python train.py", *overrides])
+    print(f"no completed run of `{command}` under {root}: training one", flush=True)
+    subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, check=True)
+    return default_model(overrides)
 
 
 def naive_hf(cfg: Any, examples: list[dict], batch_size: int = 8) -> tuple[dict[str, str], float]:
@@ -75,9 +86,10 @@ def naive_hf(cfg: Any, examples: list[dict], batch_size: int = 8) -> tuple[dict[
     from sumlab.predict.loading import load
 
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
-    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator)
+    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
     gen = build_generation_config(cfg.generation, loaded.model)
-    feats = [family.features(e["text"], None, cfg.data.max_source_length, cfg.data.max_target_length) for e in examples]
+    limits = (cfg.data.max_source_length, cfg.data.max_target_length)
+    feats = [family.features(e["text"], None, *limits, fields=e.get("fields")) for e in examples]
     out: dict[str, str] = {}
     started = time.perf_counter()
     with torch.inference_mode():
@@ -110,9 +122,10 @@ def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_ty
 
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
     options, forced_bos = ct2_options(build_generation_config(cfg.generation, loaded.model), loaded.family)
+    if loaded.family == "causal":
+        return raw_generator(cfg, loaded, examples, options, ctranslate2.Generator(str(model_path), device="cpu",
+                             compute_type=compute_type, intra_threads=threads))  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(str(loaded.home))
-    if loaded.family != "seq2seq":
-        raise SystemExit("error: the raw CTranslate2 row is written for seq2seq models (translate_batch)")
     translator = ctranslate2.Translator(str(model_path), device="cpu", compute_type=compute_type, intra_threads=threads)
     limit = cfg.data.max_source_length
     # Tokenizing is outside the timed part, as it is in rows (1)-(3).
@@ -125,54 +138,49 @@ def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_ty
     return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-dir", default=None, help="a run trained on DialogSum (default: the offline default model)")
-    ap.add_argument("--data", default=None, help="JSONL/CSV with dialogue, summary, id, or `synthetic` (default: "
-                    "DialogSum test with --model-dir, else --synthetic test dialogues)")  # fmt: skip
-    ap.add_argument("--limit", type=int, default=None, help="first N examples only")
-    ap.add_argument("--synthetic", type=int, default=1000, help="synthetic test dialogues for the default model")
-    ap.add_argument("--modes", default="beam4,greedy")
-    ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
-    ap.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for every row (default: torch's, all cores)")
-    args = ap.parse_args()
+def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str, Any],
+                  generator: Any) -> tuple[dict[str, str], float]:  # fmt: skip
+    """(4) for decoder LLMs: the chat prompts' tokens in, one generate_batch(max_batch_size=...), answers out."""
+    from sumlab.family import make_family
 
+    family = make_family("causal", loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
+    tokenizer = loaded.tokenizer
+    # The prompt a user builds with tokenizer.apply_chat_template, cut to fit as predict.py does; outside the timing.
+    limit = cfg.data.max_source_length
+    prompts = [tokenizer.convert_ids_to_tokens(family.prompt_ids(e["text"], limit, e.get("fields"))) for e in examples]
+    started = time.perf_counter()
+    results = generator.generate_batch(prompts, max_batch_size=SUMLAB_BATCH, **options)
+    texts = [tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip() for r in results]
+    return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
+
+
+def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], data: Any) -> dict[str, dict[str, float]]:
+    """Rows (1)-(4) per mode on one model; per mode: fp32 ratios, fp32 CTranslate2 outputs differing from hf."""
     from sumlab.data.sources import load_split
     from sumlab.predict import backends
+    from sumlab.predict.loading import load
 
-    model_dir = Path(args.model_dir) if args.model_dir else default_model()
-    if args.data != "synthetic" and (args.model_dir or args.data):
-        data = Path(args.data or DIALOGSUM_TEST)
-        if not data.is_file():
-            print(f"error: benchmark data not found: {data} (pass --data)", file=sys.stderr)
-            return 2
-        common = [f"model_dir={model_dir}", "data=files", f"data.test_file={data.resolve()}"]
-    else:
-        data, common = f"{args.synthetic} synthetic test dialogues", [f"model_dir={model_dir}", f"data.synthetic_sizes.test={args.synthetic}"]
-    if args.limit:
-        common.append(f"data.max_predict_samples={args.limit}")
     base_cfg = compose(common)
-    examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed, limit_key="max_predict_samples")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed,
+                          limit_key="max_predict_samples", keep_columns=True)  # fields: a chat prompt's other columns
     threads = backends.cpu_threads()  # what predict.py gives CTranslate2: torch's pool size
     print(f"{len(examples)} examples ({data}); model {model_dir}; torch {torch.__version__} and CTranslate2 "
           f"{__import__('ctranslate2').__version__} with {threads} threads; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
 
-    from sumlab.predict.loading import load
-
-    loaded = load(str(model_dir), base_cfg.model, base_cfg.paths.cache_dir)
     compute_types = ["float32"] + ([] if args.no_int8 else ["int8"])
     converted: dict[str, Path] = {}
+    summary: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for ct in compute_types:
+            # A fresh load per conversion: CTranslate2's Llama/Qwen/Gemma converters delete the layers they
+            # have converted from the model they are given (to save memory), so a model converts only once.
+            loaded = load(str(model_dir), base_cfg.model, base_cfg.paths.cache_dir)
+            raw_loop = "generate_batch" if loaded.family == "causal" else "translate_batch"
             converted[ct] = Path(tmp) / f"ct2-{ct}"
             seconds = backends.convert(loaded.model, loaded.tokenizer, converted[ct], ct)
             print(f"conversion to CTranslate2 {ct}: {seconds:.2f} s (once per model; cached beside it)", flush=True)
-        del loaded
-        ratios: dict[str, tuple[float, float]] = {}
+            del loaded
         for mode in args.modes.split(","):
             overrides = [*common, f"generation={mode}"]
             cfg, n = compose(overrides), len(examples)
@@ -186,25 +194,75 @@ def main() -> int:
                     ours, m = sumlab_predict([*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}")
                     raw, raw_s = raw_ctranslate2(cfg, examples, converted[ct], ct, threads)
                     measured += [(f"(3) sumlab backend=ctranslate2 {ct}", m["samples_per_second"], ours),
-                                 (f"(4) raw CTranslate2 translate_batch {ct}", n / raw_s, raw)]  # fmt: skip
+                                 (f"(4) raw CTranslate2 {raw_loop} {ct}", n / raw_s, raw)]  # fmt: skip
                 for name, sps, out in measured:
                     speeds.setdefault(name, []).append(sps)
                     outputs[name] = out
             median = {name: statistics.median(v) for name, v in speeds.items()}
             names = list(speeds)
-            ratios[mode] = (median[names[2]] / median[names[0]], median[names[2]] / median[names[3]])
             hf = outputs[names[1]]
+            differing = {name: sum(outputs[name][e["id"]] != hf[e["id"]] for e in examples) for name in names}
+            ours = median[names[2]]  # (3) fp32
+            summary[mode] = {"vs_naive": ours / median[names[0]], "vs_raw": ours / median[names[3]],
+                             "vs_hf": ours / median[names[1]], "differing": differing[names[2]], "n": n}  # fmt: skip
             print(f"\n{mode}, {n} examples, median of {args.repeats} (outputs differing from (2) sumlab hf fp32):")
             for name in names:
-                differing = sum(outputs[name][e["id"]] != hf[e["id"]] for e in examples)
                 spread = f" ({min(speeds[name]):.1f}-{max(speeds[name]):.1f})" if args.repeats > 1 else ""
                 print(f"  {name:42s} {median[name]:8.2f} samples/s{spread}  x{median[name] / median[names[0]]:6.2f} vs (1)"
-                      f"  differing {differing}/{n}", flush=True)  # fmt: skip
-    for mode, (vs_naive, vs_raw) in ratios.items():
-        print(f"{mode} fp32: (3)/(1) = {vs_naive:.2f}x, (3)/(4) = {vs_raw:.2f}x")
-    main_mode = "beam4" if "beam4" in ratios else next(iter(ratios))
-    print(f"predict speedup vs baseline: {ratios[main_mode][0]:.2f}x")
-    print(f"predict speed vs raw ctranslate2: {ratios[main_mode][1]:.2f}x")
+                      f"  differing {differing[name]}/{n}", flush=True)  # fmt: skip
+    return summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (default T5), llm (tiny_llama)")
+    ap.add_argument("--model-dir", default=None, help="seq2seq: a DialogSum-trained run (default: the offline default)")
+    ap.add_argument("--llm-model-dir", default=None, help="llm: a DialogSum-trained causal run (default: tiny_llama, "
+                    "trained or reused on the synthetic data)")  # fmt: skip
+    ap.add_argument("--data", default=None, help="JSONL/CSV with dialogue, summary, id, or `synthetic` (default: "
+                    "DialogSum test with a model dir, else --synthetic test dialogues)")  # fmt: skip
+    ap.add_argument("--limit", type=int, default=None, help="first N examples only")
+    ap.add_argument("--synthetic", type=int, default=1000, help="synthetic test dialogues for the default models")
+    ap.add_argument("--modes", default="beam4,greedy")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
+    ap.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for every row (default: torch's, all cores)")
+    args = ap.parse_args()
+    sections = args.sections.split(",")
+    if not sections or set(sections) - set(SECTIONS):
+        print(f"error: --sections={args.sections} is unknown: use seq2seq, llm or seq2seq,llm", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for section in sorted(sections, key=lambda name: name != "llm"):  # llm first: seq2seq's ratios stay the last lines
+        given = args.llm_model_dir if section == "llm" else args.model_dir
+        model_dir = Path(given) if given else default_model(SECTIONS[section])
+        if args.data != "synthetic" and (given or args.data):
+            data = Path(args.data or DIALOGSUM_TEST)
+            if not data.is_file():
+                print(f"error: benchmark data not found: {data} (pass --data)", file=sys.stderr)
+                return 2
+            common = [f"model_dir={model_dir}", "data=files", f"data.test_file={data.resolve()}"]
+        else:
+            data = f"{args.synthetic} synthetic test dialogues"
+            common = [f"model_dir={model_dir}", f"data.synthetic_sizes.test={args.synthetic}"]
+        if args.limit:
+            common.append(f"data.max_predict_samples={args.limit}")
+        print(f"\n## {section}", flush=True)
+        results[section] = bench_model(args, model_dir, common, data)
+
+    for mode, r in results.get("llm", {}).items():
+        print(f"llm {mode} fp32: ctranslate2 / hf = {r['vs_hf']:.2f}x, (3)/(1) = {r['vs_naive']:.2f}x, (3)/(4) = "
+              f"{r['vs_raw']:.2f}x; ctranslate2 outputs differing from hf: {r['differing']}/{r['n']}")  # fmt: skip
+    if "seq2seq" in results:
+        ratios = results["seq2seq"]
+        for mode, r in ratios.items():
+            print(f"{mode} fp32: (3)/(1) = {r['vs_naive']:.2f}x, (3)/(4) = {r['vs_raw']:.2f}x")
+        main_mode = "beam4" if "beam4" in ratios else next(iter(ratios))
+        print(f"predict speedup vs baseline: {ratios[main_mode]['vs_naive']:.2f}x")
+        print(f"predict speed vs raw ctranslate2: {ratios[main_mode]['vs_raw']:.2f}x")
     return 0
 
 

@@ -17,6 +17,11 @@ fit, validation).
 
 The last line reads ``train speedup vs HF Seq2SeqTrainer: <ratio>x`` (sumlab defaults / HF defaults,
 training tokens/s).
+
+Sections (``--sections seq2seq,llm``, default both; the llm rows run first, so the last line stays the
+seq2seq ratio): ``seq2seq`` is the comparison above; ``llm`` is tiny_llama's training tokens/s with and
+without ``data.packing`` (bench_packing.py, options ``--packing-examples/-batch-size/-repeats``), whose
+last line reads ``packing speedup vs unpacked: <ratio>x``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+
+import bench_packing  # this directory is on sys.path when the script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "dialogsum"
@@ -149,7 +156,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=None, help="sumlab token budget (default: batch size x mean padded length)")
+    parser.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (vs HF), llm (packing)")
+    bench_packing.add_arguments(parser, prefix="packing-")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if not sections or sections - {"seq2seq", "llm"}:
+        sys.exit(f"error: --sections={args.sections} is unknown: use seq2seq, llm or seq2seq,llm")
+    if "llm" in sections:
+        print("## llm: tiny_llama training with and without data.packing", flush=True)
+        bench_packing.run(args)
+    if "seq2seq" not in sections:
+        return
     if not (DATA / "train.jsonl").is_file():
         sys.exit(f"error: DialogSum not found at {DATA} (train.jsonl, dev.jsonl)")
     sys.path.insert(0, str(Path(__file__).parent))  # ValTimer as bench_train.ValTimer for Hydra's instantiate

@@ -1,4 +1,4 @@
-"""Real sweeps of the tiny default on synthetic data, through `python train.py -m` (slow)."""
+"""Real sweeps of the tiny default (and tiny_llama with LoRA) on synthetic data, through `python train.py -m` (slow)."""
 
 from __future__ import annotations
 
@@ -215,3 +215,31 @@ def test_ddp_spawn_ranks_train_with_the_trials_hyperparameters(tmp_path: Path) -
         assert p["world_size"] == 2
         assert p["lr"] == pytest.approx(trial.params["optim.lr"])
         assert p["optim"] == probes[0]["optim"]
+
+
+def test_tiny_llama_lora_sweep_exports_its_best_trial(tmp_path: Path) -> None:
+    """The competition recipe's path offline: chat-template LLM + LoRA through an Optuna sweep, best model exported."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = sweep_cmd(sweep_dir, "model=tiny_llama", "qlora=lora", "data.max_source_length=128", "export=true",
+                    "data.synthetic_sizes={train:16,validation:4,test:4}", "model.tiny.vocab_size=400",
+                    "qlora.r=4", "metrics.monitor=val/loss", "metrics.mode=min", study="llm", n_trials=2)  # fmt: skip
+    result = run(cmd, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load(sweep_dir, "llm")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, [(t.number, t.state, t.user_attrs) for t in trials]
+    assert all(isinstance(t.value, float) for t in trials)  # val/loss: the two learning rates give two values
+    best = min(trials, key=lambda t: t.value)
+
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert summary["trials"]["COMPLETE"] == 2
+    assert summary["best"]["number"] == study.best_trial.number == best.number
+    assert summary["best"]["value"] == pytest.approx(best.value)
+    assert "val_rouge_combined" in summary["best"]["metrics"]  # validation generated with the chat prompt
+    lines = (sweep_dir / "trials.csv").read_text().splitlines()
+    assert len(lines) == 3 and all(t.user_attrs["run_dir"] in "\n".join(lines) for t in trials)
+    export = Path(summary["best"]["export_dir"])  # the merged model a user predicts with, and its adapter
+    assert export.parent == Path(summary["best"]["run_dir"])
+    assert (export / "config.json").is_file() and (export / "tokenizer_config.json").is_file()
+    assert (export / "adapter" / "adapter_config.json").is_file()
+    assert json.loads((export / "config.json").read_text())["model_type"] == "llama"
