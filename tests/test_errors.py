@@ -69,6 +69,11 @@ def test_unknown_monitor_before_training(train_cli) -> None:
     assert_one_line_error(train_cli("metrics.monitor=val/rouge3"), "metrics.monitor=val/rouge3", "val/rougeL")
 
 
+def test_impossible_trainer_setting(train_cli, tmp_path: Path) -> None:
+    # Lightning's MisconfigurationException, raised once the Trainer is built: a config problem too
+    assert_one_line_error(train_cli("trainer.accelerator=gpu", f"hydra.run.dir={tmp_path / 'run'}"), "gpu")
+
+
 def test_missing_data_file(train_cli, tmp_path: Path) -> None:
     proc = train_cli(*_files_args(tmp_path, tmp_path / "nope.jsonl"))
     assert_one_line_error(proc, "not found", "nope.jsonl")
