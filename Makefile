@@ -13,8 +13,9 @@ install:  ## create .venv and install sumlab with every extra (CPU torch pinned 
 train:  ## the offline default end to end: tiny T5 on synthetic dialogues (about 3 minutes on 2 cores)
 	$(PY) train.py $(ARGS)
 
-test:  ## the whole suite (what CI runs)
-	$(PY) -m pytest -q $(ARGS)
+TEST_WORKERS ?= 2
+test:  ## the whole suite (what CI runs) on TEST_WORKERS pytest-xdist processes, whole files each (TEST_WORKERS=0: one process)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-fast:  ## skip the tests that train or spawn processes
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

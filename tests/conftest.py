@@ -36,9 +36,32 @@ TINY_RUN = [
 ]
 
 
+# `make test` runs pytest-xdist workers side by side: each worker's torch (and every process it starts, through
+# OMP_NUM_THREADS) gets its share of the cores, not all of them, so OpenMP threads do not spin against each other.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+
+# The files that take longest, longest first. Under `--dist loadfile` (a module-scoped fixture such as
+# test_train's `make train` run must not run once per worker) xdist hands out whole files in collection order
+# (Makefile: --no-loadscope-reorder): starting the long ones first keeps one worker from finishing alone on one.
+LONGEST_FILES = ("test_train.py", "test_predict.py", "test_sweep_runs.py", "test_llm.py", "test_adapters.py", "test_resume.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if _WORKERS > 1:
+        rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file is kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tokenizer cache shared by the session; nothing is written into the repository."""
+    if _WORKERS > 1:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case torch was imported before this file
     os.environ["SUMLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["SUMLAB_OUTPUT_DIR"] = str(tmp_path_factory.mktemp("outputs"))
     os.environ["SUMLAB_SWEEP_DIR"] = str(tmp_path_factory.mktemp("multirun"))

@@ -62,12 +62,13 @@ def _reraise() -> None:
 
 def _hydra_config_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    # Lightning's MisconfigurationException: an impossible Trainer setting, i.e. a config problem.
+    # Lightning's MisconfigurationException: an impossible Trainer setting, i.e. a config problem. Looked up,
+    # not imported: Lightning not loaded yet cannot have raised it, and importing it costs seconds on a typo.
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")
     return (ConfigCompositionException, MissingConfigException, HydraException, OmegaConfBaseException,
-            MisconfigurationException)  # fmt: skip
+            *((lightning.MisconfigurationException,) if lightning else ()))  # fmt: skip
 
 
 def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
