@@ -134,8 +134,8 @@ class TokenizedCache:
         if (path / META).is_file() and not rebuild:
             return path
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(self.root / f".{path.name}.lock"))
+            (self.root / ".locks").mkdir(parents=True, exist_ok=True)  # beside, not among, the cache directories
+            lock = FileLock(str(self.root / ".locks" / f"{path.name}.lock"))
             lock.acquire()
         except OSError as ex:
             raise not_writable(self.root) from ex
