@@ -152,7 +152,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small_t5", help="model preset (built from config)")
     parser.add_argument("--train", type=int, default=512, help="DialogSum training dialogues")
-    parser.add_argument("--val", type=int, default=32, help="DialogSum dev dialogues (validated with beams 4; 128 takes about an hour on 2 cores)")
+    parser.add_argument("--val", type=int, default=32,
+                        help="DialogSum dev dialogues (validated with beams 4; 128 takes about an hour on 2 cores)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=None, help="sumlab token budget (default: batch size x mean padded length)")
