@@ -97,10 +97,15 @@ def run_cli(script: str, *args: str, env: dict[str, str] | None = None, timeout:
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """Non-zero exit, exactly one stderr line `error: ...` naming the problem, no traceback."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    return the_error_line(proc.stderr, *needles)
+
+
+def the_error_line(stderr: str, *needles: str) -> str:
+    """Exactly one non-blank stderr line, `error: ...`, holding every needle."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-2000:]
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
@@ -111,11 +116,7 @@ def assert_train_error(capsys: pytest.CaptureFixture[str], overrides: list[str],
     with pytest.raises(SystemExit) as exit_info:
         train_in_process(overrides, tmp_path / "run")
     assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    return the_error_line(capsys.readouterr().err, *needles)
 
 
 def train_steps(module, batch: dict, steps: int, lr: float) -> None:

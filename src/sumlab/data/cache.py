@@ -206,13 +206,18 @@ class TokenizedCache:
         return json.loads((path / META).read_text(encoding="utf-8"))["digest"]
 
 
+def source_column(columns: Any) -> str:
+    """The tokenized column generation reads: input_ids (seq2seq) or prompt_ids (causal)."""
+    return "input_ids" if "input_ids" in columns else "prompt_ids"
+
+
 def rows_digest(ds: datasets.Dataset) -> str:
     """A digest of every row's id and source token ids (what generation reads), from Arrow a chunk at a time.
 
     Identifies "the same input" for predict.py's resume check: the texts as the model sees them (template,
     clean-up, truncation), not the file they came from.
     """
-    source = "input_ids" if "input_ids" in ds.column_names else "prompt_ids"
+    source = source_column(ds.column_names)
     h = hashlib.sha256()
     for batch in ds.data.table.select(["id", source]).to_batches(max_chunksize=10_000):
         ids, tokens = batch.column(0), batch.column(1)

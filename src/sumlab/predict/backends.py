@@ -44,6 +44,7 @@ from typing import Any, Optional
 
 import torch
 
+from sumlab.data.cache import source_column
 from sumlab.errors import SumlabError
 from sumlab.family import Causal, Seq2Seq, decode, generate_texts
 from sumlab.predict.beam_cache import fast_beam_cache
@@ -272,7 +273,8 @@ class CT2Engine:
 
     @staticmethod
     def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"rows": [r["input_ids"] if "input_ids" in r else r["prompt_ids"] for r in rows]}
+        key = source_column(rows[0])
+        return {"rows": [r[key] for r in rows]}
 
     def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in batch["rows"]]

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from sumlab import quiet_lightning_logs
 from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS, check_generation
-from sumlab.data.cache import TokenizedCache
+from sumlab.data.cache import TokenizedCache, source_column
 from sumlab.data.sources import FILE_KEY, has_split, load_raw
 from sumlab.errors import SumlabError, guarded
 from sumlab.family import Causal, Seq2Seq, make_family
@@ -125,7 +125,7 @@ class PredictData(L.LightningDataModule):
                  num_workers: int) -> None:  # fmt: skip
         super().__init__()
         self.allow_zero_length_dataloader_with_multiple_devices = True
-        self.source = "input_ids" if "input_ids" in rows.column_names else "prompt_ids"
+        self.source = source_column(rows.column_names)
         self.lengths = rows.data.column("source_length").to_numpy()[todo]
         self.rows = rows.select_columns(["id", self.source])
         if len(todo) < len(rows):  # a resumed run: an indices mapping over the same files, not a copy
