@@ -325,6 +325,15 @@ def test_data_without_text_column_and_empty_input(t5_run: Path, tmp_path: Path, 
     assert "empty" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "data=files", f"data.test_file={empty}")
 
 
+def test_blank_texts_and_streaming_refused(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("".join(json.dumps({"id": i, "dialogue": t}) + "\n" for i, t in enumerate(["  ", "\n", ""])))
+    err = _fails(tmp_path / "o1", capsys, f"model_dir={t5_run}", "data=files", f"data.test_file={blank}")
+    assert "is empty: nothing to summarize" in err
+    err = _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "data.streaming=true")
+    assert "data.streaming=true" in err and "drop it" in err
+
+
 def test_unwritable_output_dir(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "file").write_text("")
     assert "not writable" in _fails(tmp_path / "file" / "out", capsys, f"model_dir={t5_run}")
