@@ -81,6 +81,7 @@ class ModelConfig:
     safe_precisions: list[str] = field(default_factory=lambda: ["32", "bf16-mixed", "16-mixed"])
     gradient_checkpointing: bool = False  # trade compute for memory (non-reentrant)
     compile: bool = False  # torch.compile the model for training (first steps slower while it compiles)
+    fast_dropout: bool = True  # CPU training: dropout masks from 16-bit random lanes, 4 per draw (models/dropout.py); same distribution as torch's, another random stream; GPUs keep torch's
     revision: Optional[str] = None  # hub revision (branch, tag or commit)
     trust_remote_code: bool = False  # run the checkpoint's own modeling code; off unless a preset says why
     chat_template: bool = False  # causal: prompt through the tokenizer's chat template (instruct models)
