@@ -1,19 +1,21 @@
 """Training throughput: sumlab's train.py against transformers' Seq2SeqTrainer, one process, back to back.
 
-Both sides get the same model (built once from the model preset, same initial weights), tokenizer, data
+Both sides get the same model (built from the model preset, same initial weights; the HF rows with torch's
+own dropout, as transformers builds it), tokenizer, data
 (DialogSum from ../shared/data: the first --train training and --val dev dialogues), features (sumlab's
 seq2seq tokenization), AdamW (lr, weight decay 0.01, no decay on biases and norms, linear schedule,
 no warm-up, clip 1.0), batch size, epochs, fp32, and generation-based validation with beams 4
 after every epoch (``predict_with_generate`` on the HF side); ROUGE is sumlab's scorer on both.
 
 Rows: HF defaults, HF ``train_sampling_strategy="group_by_length"`` (transformers 5's length grouping),
-sumlab defaults (length-grouped batches, sorted validation batches, beam-cache fix), sumlab
+sumlab defaults (length-grouped batches, fast CPU dropout, sorted validation batches, beam-cache fix),
+sumlab with torch's dropout (``model.fast_dropout=false``: what the dropout alone is worth), sumlab
 ``data.max_tokens`` (token-budget batches of about the same mean size).
 Training tokens/s counts real (non-padding) source + target tokens over the training time without the
 validations; validation samples/s is over the validations; wall is the whole row (model copy, loaders,
 fit, validation).
 
-    .venv/bin/python benchmarks/bench_train.py [--model small_t5] [--train 512] [--val 32] [--epochs 1]
+    .venv/bin/python benchmarks/bench_train.py [--model small_t5] [--train 512] [--val 32] [--epochs 1] [--repeats 1]
 
 The last line reads ``train speedup vs HF Seq2SeqTrainer: <ratio>x`` (sumlab defaults / HF defaults,
 training tokens/s).
@@ -30,6 +32,7 @@ import argparse
 import copy
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -156,6 +159,7 @@ def main() -> None:
                         help="DialogSum dev dialogues (validated with beams 4; 128 takes about an hour on 2 cores)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
     parser.add_argument("--max-tokens", type=int, default=None, help="sumlab token budget (default: batch size x mean padded length)")
     parser.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (vs HF), llm (packing)")
     bench_packing.add_arguments(parser, prefix="packing-")
@@ -180,7 +184,7 @@ def main() -> None:
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
         "~callbacks.early_stopping", "trainer.precision=32",
     ]  # fmt: skip
-    cfg = compose(common, out / "hf_cfg")
+    cfg = compose([*common, "model.fast_dropout=false"], out / "hf_cfg")  # the stock model: torch's dropout
     max_tokens = args.max_tokens
     if max_tokens is None:  # the same mean examples per batch as batch_size, on length-sorted batches
         from sumlab.train import build_module, load_splits
@@ -189,18 +193,27 @@ def main() -> None:
         lengths = datamodule.padded_lengths("train")
         max_tokens = int(args.batch_size * lengths.sum(1).mean())
 
-    rows = {
-        "HF Seq2SeqTrainer defaults": hf_row(copy.deepcopy(cfg), False, out, "hf"),
-        "HF Seq2SeqTrainer train_sampling_strategy=group_by_length": hf_row(copy.deepcopy(cfg), True, out, "hf_grouped"),
-        "sumlab defaults": sumlab_row(common, out, "sumlab"),
-        f"sumlab data.max_tokens={max_tokens}": sumlab_row([*common, f"data.max_tokens={max_tokens}"], out, "sumlab_tokens"),
+    variants = {  # name -> (run once, its output directory's name)
+        "HF Seq2SeqTrainer defaults": lambda d: hf_row(copy.deepcopy(cfg), False, out, d),
+        "HF Seq2SeqTrainer train_sampling_strategy=group_by_length": lambda d: hf_row(copy.deepcopy(cfg), True, out, d),
+        "sumlab defaults": lambda d: sumlab_row(common, out, d),
+        "sumlab model.fast_dropout=false": lambda d: sumlab_row([*common, "model.fast_dropout=false"], out, d),
+        f"sumlab data.max_tokens={max_tokens}": lambda d: sumlab_row([*common, f"data.max_tokens={max_tokens}"], out, d),
     }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for repeat in range(args.repeats):  # rows alternate, so a slow spell of this VM hits every row alike
+        for i, (name, run_once) in enumerate(variants.items()):
+            runs[name].append(run_once(f"row{i}_{repeat}"))
+    rows = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     print(f"\nmodel {args.model}, {args.train} train / {args.val} dev DialogSum dialogues, batch {args.batch_size}, "
           f"{args.epochs} epoch(s), fp32, validation beams 4; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, cuda={torch.cuda.is_available()}")  # fmt: skip
+    print(f"median of {args.repeats} run(s) per row (range of training tokens/s in brackets)")
     print(f"| row | train tokens/s | val samples/s | wall s | val rouge_combined |\n|---|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['train_tok_s']:.0f} | {r['val_samples_s']:.2f} | {r['wall_s']:.1f} | {r['rouge']:.4f} |")
+        speeds = [x["train_tok_s"] for x in runs[name]]
+        spread = f" ({min(speeds):.0f}-{max(speeds):.0f})" if len(speeds) > 1 else ""
+        print(f"| {name} | {r['train_tok_s']:.0f}{spread} | {r['val_samples_s']:.2f} | {r['wall_s']:.1f} | {r['rouge']:.4f} |")
     hf, hf_best = rows["HF Seq2SeqTrainer defaults"], max(list(rows.values())[:2], key=lambda r: r["train_tok_s"])
     ours = rows["sumlab defaults"]
     print(f"sumlab defaults vs HF best row (training tokens/s): {ours['train_tok_s'] / hf_best['train_tok_s']:.2f}x; "

@@ -25,16 +25,18 @@ from sumlab.models import dropout
 from sumlab.models.dropout import ATTENTION, FastDropout
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5])
-def test_mask_drops_with_probability_p_and_keeps_the_mean(p: float) -> None:
+@pytest.mark.parametrize(("p", "dtype"), [(0.1, torch.float32), (0.5, torch.float32), (0.1, torch.bfloat16)])
+def test_mask_drops_with_probability_p_and_keeps_the_mean(p: float, dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    x = torch.ones(1_000_003)  # not a multiple of 4 lanes
+    x = torch.ones(1_000_003, dtype=dtype)  # not a multiple of 4 lanes
     y = dropout.dropout(x, p)
+    assert y.dtype == dtype
     dropped = float((y == 0).float().mean())
     assert dropped == pytest.approx(p, abs=2e-3)  # 4 standard deviations of a binomial mean at n = 1e6
     kept = y[y != 0]
-    assert torch.all(kept == kept[0]) and float(kept[0]) == pytest.approx(1 / (1 - p), rel=1e-4)
-    assert float(y.mean()) == pytest.approx(1.0, abs=5e-3)
+    scale = 1 / (1 - p) if dtype == torch.float32 else float(torch.tensor(1 / (1 - p)).to(dtype))
+    assert torch.all(kept == kept[0]) and float(kept[0]) == pytest.approx(scale, rel=1e-4)
+    assert float(y.float().mean()) == pytest.approx(1.0, abs=5e-3)
     for lane in range(4):  # each 16-bit lane of a 64-bit draw is uniform, the top one (sign bit) included
         assert float((y[lane::4] == 0).float().mean()) == pytest.approx(p, abs=4e-3)
 

@@ -65,6 +65,6 @@ def build(
         model.config.use_cache = False
     if adapters.enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
         model = adapters.apply(model, tokenizer, qlora_cfg, model_cfg, added, quantized_load)
-    if model_cfg.fast_dropout:  # after adapters: LoRA's dropout too
+    if model_cfg.get("fast_dropout", True):  # after adapters: LoRA's dropout too (.get: run configs saved before the key)
         dropout.enable(model)
     return model, tokenizer, added

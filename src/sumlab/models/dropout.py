@@ -40,8 +40,8 @@ def keep_scale(x: torch.Tensor, p: float) -> torch.Tensor:
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits uniform
     threshold = round(p * LANES)
     lanes = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-2**15, 2**15)
-    # int16 -> float, then an in-place float compare: vectorized, unlike a bool mask's conversions
-    return lanes.to(x.dtype).ge_(threshold - LANES // 2).mul_(LANES / (LANES - threshold))
+    # int16 -> float32 (exact, unlike bf16/fp16), then an in-place float compare: vectorized, unlike a bool mask's conversions
+    return lanes.to(torch.float32).ge_(threshold - LANES // 2).mul_(LANES / (LANES - threshold)).to(x.dtype)
 
 
 class _Dropout(torch.autograd.Function):
