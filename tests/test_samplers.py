@@ -96,4 +96,5 @@ def test_eval_batches_sorted_and_split_with_one_input_on_many_ranks() -> None:
     assert list(sampler) == [[1, 3], [0, 2]]
     ranks = [EvalBatchSampler([5], 4, rank=r, world_size=3) for r in range(3)]
     assert [list(s) for s in ranks] == [[[0]], [[0]], [[0]]]  # no rank empty (Lightning refuses that); repeats dropped by index
+    assert [s.real_batches for s in ranks] == [1, 0, 0]  # ranks 1 and 2 only repeat: left out of the loss
     assert [len(EvalBatchSampler([], 4, rank=r, world_size=2)) for r in range(2)] == [0, 0]

@@ -112,10 +112,13 @@ class SummarizationModule(L.LightningModule):
         with fast_beam_cache():  # beam search without re-copying the cross-attention cache (guarded, see there)
             return generate_texts(self.family, self.model, batch, self.generation_config)
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        # weighted by target tokens: the mean over all tokens of the split, whatever the batches
-        tokens = (batch["labels"] != IGNORE_INDEX).sum()
-        self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=tokens)
+    def _eval_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> None:
+        # weighted by target tokens: the mean over all tokens of the split, whatever the batches; not over
+        # the batches a rank short of one repeats (EvalBatchSampler), which the tokens would count twice
+        loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        if batch_idx < getattr(getattr(loader, "batch_sampler", None), "real_batches", batch_idx + 1):
+            tokens = (batch["labels"] != IGNORE_INDEX).sum()
+            self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=tokens)
         predictions, lengths = self.generate(batch)
         self.rouge[stage].update(batch["idx"], predictions, batch["references"], lengths)
 
@@ -128,7 +131,7 @@ class SummarizationModule(L.LightningModule):
         return result
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, "val", batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         result = self._eval_epoch_end("val")
@@ -136,7 +139,7 @@ class SummarizationModule(L.LightningModule):
             self.val_history.append({**result, "epoch": self.current_epoch, "step": self.global_step})
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._eval_epoch_end("test")

@@ -181,12 +181,13 @@ class EvalBatchSampler(Sampler[list[int]]):
 
     Generation cost follows the padded width, so sorted batches generate faster; scores are
     order-independent (RougeMetric keys every score by example index). Ranks short of a batch repeat
-    the shortest ones: Lightning refuses an empty loader on one rank, and the repeats are dropped by
-    index before any mean.
+    the shortest ones: Lightning refuses an empty loader on one rank; the repeats are dropped by index
+    before any ROUGE mean, and this rank's batches from ``real_batches`` on are left out of the loss.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, sort: bool = True, rank: int = 0, world_size: int = 1) -> None:
         batches = length_batches(lengths, batch_size, sort)
+        self.real_batches = len(range(rank, len(batches), world_size))  # the repeats come after them
         short = -len(batches) % world_size
         if batches and short:
             batches += (batches[::-1] * world_size)[:short]
