@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -124,5 +125,11 @@ def test_streaming_yields_the_cached_rows_without_a_cache(tmp_path: Path, tokeni
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(val, want, strict=True))
     assert sorted(i for b in streamed.train_dataloader() for i in b["idx"].tolist()) == list(range(len(ROWS)))
     assert not (tmp_path / "stream" / "data").exists()  # nothing tokenized to disk
+    orders = []
+    for epoch in (0, 1, 2, 0):  # reshuffled per epoch (Lightning never calls set_epoch on a stream), reproducibly
+        streamed.trainer = SimpleNamespace(current_epoch=epoch, world_size=1, global_rank=0)
+        orders.append([i for b in streamed.train_dataloader() for i in b["idx"].tolist()])
+    assert orders[3] == orders[0] and len({tuple(o) for o in orders}) == 3
+    streamed.trainer = None
     with pytest.raises(SumlabError, match="not available with data.streaming=true"):
         streamed.lengths("train")

@@ -8,6 +8,7 @@ Python lists one batch at a time, so a process's private memory does not grow wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 import datasets
@@ -24,6 +25,21 @@ from sumlab.errors import SumlabError
 from sumlab.family import Causal, Seq2Seq
 
 FEATURE_KEYS = ("input_ids", "labels", "prompt_ids", "target_ids")
+
+
+class StreamLoader(DataLoader):
+    """A streamed split's loader, reshuffled every epoch: Lightning calls ``set_epoch`` on samplers only
+    (``_set_sampler_epoch``), never on an IterableDataset, whose buffer shuffle would then repeat epoch 0's
+    order. The epoch is read when iteration starts: after ``on_train_epoch_start``, and on a resumed run
+    the restored one."""
+
+    def __init__(self, *args: Any, epoch: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch = epoch
+
+    def __iter__(self) -> Any:
+        self.dataset.set_epoch(self._epoch())  # before workers copy the dataset
+        return super().__iter__()
 
 
 class SummarizationDataModule(L.LightningDataModule):
@@ -91,7 +107,8 @@ class SummarizationDataModule(L.LightningDataModule):
         data = self.tokenized(split)
         workers = self.cfg.num_workers
         if isinstance(data, datasets.IterableDataset):  # order is the stream's (shuffled in _stream)
-            return DataLoader(data, batch_size=batch_size, collate_fn=self.collate, num_workers=workers)
+            return StreamLoader(data, batch_size=batch_size, collate_fn=self.collate, num_workers=workers,
+                                epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0)  # fmt: skip
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if train:  # shuffled by (seed, epoch), the same batch count on every rank, resumable mid-epoch
