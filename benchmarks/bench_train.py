@@ -193,7 +193,7 @@ def main() -> None:
         lengths = datamodule.padded_lengths("train")
         max_tokens = int(args.batch_size * lengths.sum(1).mean())
 
-    variants = {  # name -> (run once, its output directory's name)
+    variants = {  # row name -> one run of the row, given its output directory's name
         "HF Seq2SeqTrainer defaults": lambda d: hf_row(copy.deepcopy(cfg), False, out, d),
         "HF Seq2SeqTrainer train_sampling_strategy=group_by_length": lambda d: hf_row(copy.deepcopy(cfg), True, out, d),
         "sumlab defaults": lambda d: sumlab_row(common, out, d),

@@ -94,13 +94,15 @@ def attention(
     scores = torch.matmul(query, key.transpose(2, 3))
     if scaling != 1.0:  # T5 passes 1.0
         scores = scores * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    blind = None  # query rows that may see no key: SDPA gives them 0, not a uniform average
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        blind = ~attention_mask.any(-1, keepdim=True)
     elif attention_mask is not None:
         scores = scores + attention_mask
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    if attention_mask is not None and attention_mask.dtype == torch.bool:  # SDPA: a row that sees nothing gives 0
-        weights = weights.masked_fill(~attention_mask.any(-1, keepdim=True), 0.0)
+    if blind is not None:
+        weights = weights.masked_fill(blind, 0.0)
     output = torch.matmul(_Dropout.apply(weights, dropout), value)
     return output.transpose(1, 2).contiguous(), None
 
