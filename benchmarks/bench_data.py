@@ -71,7 +71,7 @@ def build_corpus(path: Path, rows: int, words: int = 700) -> None:
 def data_cfg(corpus: Path, workers: int | None):
     from omegaconf import OmegaConf
 
-    from sumlab.config import DataConfig
+    from sumlab.config.schema import DataConfig
 
     return OmegaConf.merge(OmegaConf.structured(DataConfig), {
         "name": "bench", "dir": str(corpus.parent), "train_file": corpus.name, "text_column": "article",

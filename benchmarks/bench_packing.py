@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> float:
     import sumlab
     from sumlab.data.sources import load_split
     from sumlab.family import make_family
-    from sumlab.train import build_module, load_splits
+    from sumlab.train.runner import build_module, load_splits
 
     sumlab.setup()
     data = ["data=dialogsum", f"data.dir={DIALOGSUM}"] if (DIALOGSUM / "train.jsonl").is_file() else ["data=synthetic"]

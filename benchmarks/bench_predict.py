@@ -59,7 +59,7 @@ def compose(overrides: list[str], config_name: str = "predict") -> Any:
 
 def default_model(overrides: list[str]) -> Path:
     """A completed run of ``python train.py <overrides>`` under outputs/train, trained here if there is none."""
-    from sumlab.rundir import fingerprint
+    from sumlab.train.rundir import fingerprint
 
     cfg = compose(overrides, config_name="train")
     wanted, root = fingerprint(cfg), Path(cfg.paths.output_dir) / cfg.task_name
@@ -82,8 +82,8 @@ def default_model(overrides: list[str]) -> Path:
 def naive_hf(cfg: Any, examples: list[dict], batch_size: int = 8) -> tuple[dict[str, str], float]:
     """(1) File order, fixed batch size, padded to the longest: what a hand-written loop does."""
     from sumlab.family import generate_texts, make_family
-    from sumlab.generation import build_generation_config
-    from sumlab.predict.loading import load
+    from sumlab.generation.config import build_generation_config
+    from sumlab.models.loading import load
 
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
     family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
@@ -116,9 +116,9 @@ def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_ty
     import ctranslate2
     from transformers import AutoTokenizer
 
-    from sumlab.generation import build_generation_config
-    from sumlab.predict.backends import ct2_options
-    from sumlab.predict.loading import load
+    from sumlab.generation.config import build_generation_config
+    from sumlab.generation.engines import ct2_options
+    from sumlab.models.loading import load
 
     loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
     options, forced_bos = ct2_options(build_generation_config(cfg.generation, loaded.model), loaded.family)
@@ -157,8 +157,8 @@ def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str
 def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], data: Any) -> dict[str, dict[str, float]]:
     """Rows (1)-(4) per mode on one model; per mode: fp32 ratios, fp32 CTranslate2 outputs differing from hf."""
     from sumlab.data.sources import load_split
-    from sumlab.predict import backends
-    from sumlab.predict.loading import load
+    from sumlab.generation import engines as backends
+    from sumlab.models.loading import load
 
     base_cfg = compose(common)
     examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed,

@@ -39,10 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_packing  # this directory is on sys.path when the script runs
 import lightning.pytorch as L
 import torch
-
-import bench_packing  # this directory is on sys.path when the script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "dialogsum"
@@ -84,6 +83,7 @@ def sumlab_row(overrides: list[str], out: Path, name: str) -> dict[str, float]:
     import json
 
     from bench_train import ValTimer  # the class Hydra instantiates (this file also runs as __main__)
+
     from sumlab.train import run
 
     ValTimer.seconds, ValTimer.samples = 0.0, 0
@@ -103,8 +103,8 @@ def hf_row(cfg: Any, group_by_length: bool, out: Path, name: str) -> dict[str, f
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
     from sumlab.family import decode
-    from sumlab.rouge import score_pair
-    from sumlab.train import build_module, load_splits
+    from sumlab.text.rouge import score_pair
+    from sumlab.train.runner import build_module, load_splits
 
     L.seed_everything(cfg.seed)
     splits = load_splits(cfg)
@@ -187,7 +187,7 @@ def main() -> None:
     cfg = compose([*common, "model.fast_dropout=false"], out / "hf_cfg")  # the stock model: torch's dropout
     max_tokens = args.max_tokens
     if max_tokens is None:  # the same mean examples per batch as batch_size, on length-sorted batches
-        from sumlab.train import build_module, load_splits
+        from sumlab.train.runner import build_module, load_splits
 
         _, datamodule, _ = build_module(cfg, load_splits(cfg))
         lengths = datamodule.padded_lengths("train")
@@ -209,7 +209,7 @@ def main() -> None:
           f"{args.epochs} epoch(s), fp32, validation beams 4; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, cuda={torch.cuda.is_available()}")  # fmt: skip
     print(f"median of {args.repeats} run(s) per row (range of training tokens/s in brackets)")
-    print(f"| row | train tokens/s | val samples/s | wall s | val rouge_combined |\n|---|---:|---:|---:|---:|")
+    print("| row | train tokens/s | val samples/s | wall s | val rouge_combined |\n|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         speeds = [x["train_tok_s"] for x in runs[name]]
         spread = f" ({min(speeds):.0f}-{max(speeds):.0f})" if len(speeds) > 1 else ""

@@ -17,7 +17,7 @@ import runpy
 import sys
 import traceback
 
-import sumlab.train  # noqa: F401 - what train.py's run imports, loaded once for every child
+import sumlab.train.runner  # noqa: F401 - what train.py's run imports, loaded once for every child
 
 
 def _child(request: dict) -> int:

@@ -9,13 +9,12 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
+from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
-from sumlab.models import adapters
-from sumlab.errors import SumlabError
-from sumlab.models import tiny_model, train_tiny_tokenizer
-from sumlab.train import build_module, load_splits
+from sumlab.core.errors import SumlabError
+from sumlab.models import adapters, tiny_model, train_tiny_tokenizer
+from sumlab.train.runner import build_module, load_splits
 
 ARCHS = ("t5", "bart", "gpt2")
 METHODS = ("lora", "qlora")

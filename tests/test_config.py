@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF, compose_config
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_config
-from sumlab.config import validate
-from sumlab.errors import SumlabError
+from sumlab.config.rules import validate
+from sumlab.core.errors import SumlabError
 
 GROUPS = ["model", "data", "trainer", "logger", "callbacks", "generation", "experiment", "paths", "qlora", "sweeper"]
 PRESETS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -91,7 +91,7 @@ def test_run_directories_unique_within_one_second(tmp_path) -> None:
 
 
 def test_secrets_redacted_but_tokenizer_keys_kept(tmp_path) -> None:
-    from sumlab.rundir import SECRET_LINE
+    from sumlab.train.rundir import SECRET_LINE
 
     text = "metrics:\n  tokenizer: kiwi\n  max_new_tokens: 64\nenv_set:\n  HF_TOKEN: hf_abc\n- +hydra.job.env_set.WANDB_API_KEY=sk-1\n"
     out = SECRET_LINE.sub(r"\1'***'", text)

@@ -9,13 +9,13 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
+from conftest import compose_config
 from omegaconf import OmegaConf
 
-from conftest import compose_config
-from sumlab.config import DataConfig
+from sumlab.config.schema import DataConfig
+from sumlab.core.errors import SumlabError
 from sumlab.data import sources
 from sumlab.data.sources import load_raw, load_split
-from sumlab.errors import SumlabError
 from sumlab.models import find_tags
 
 ROWS = [{"id": f"d{i}", "dialogue": f"#Person1#: 안녕하세요 {i}\n#Person2#: hi #PhoneNumber#", "summary": f"s{i}", "topic": f"t{i}"}

@@ -12,13 +12,13 @@ import pytest
 import torch
 from datasets import IterableDataset
 from datasets.table import MemoryMappedTable
+from test_data import ROWS, data_cfg, write_jsonl
 
+from sumlab.core.errors import SumlabError
 from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import load_raw, load_split
-from sumlab.errors import SumlabError
 from sumlab.family import make_family
 from sumlab.models import add_tags, train_tiny_tokenizer
-from test_data import ROWS, data_cfg, write_jsonl
 
 TEXTS = [r["dialogue"] for r in ROWS] + [r["summary"] for r in ROWS]
 

@@ -9,17 +9,17 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
+from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from conftest import TINY_RUN, assert_train_error, compose_config, train_in_process, train_steps
-from sumlab.config import validate
+from sumlab.config.rules import validate
+from sumlab.core.errors import SumlabError
 from sumlab.data.sources import load_split
-from sumlab.errors import SumlabError
 from sumlab.family import IGNORE_INDEX, ChatPrompt, decode, make_family
 from sumlab.models import adapters
 from sumlab.predict.writer import read_predictions
-from sumlab.train import build_module, load_splits
+from sumlab.train.runner import build_module, load_splits
 
 LLMS = ("tiny_llama", "tiny_qwen3")
 END_OF_TURN = {"tiny_llama": "<|eot_id|>", "tiny_qwen3": "<|im_end|>"}
@@ -82,7 +82,7 @@ def test_dialogue_cut_from_its_start_never_the_template(model: str, tmp_path: Pa
 @pytest.mark.parametrize("model", LLMS)
 def test_prompt_is_the_same_in_training_and_prediction(model: str, tmp_path: Path) -> None:
     """predict.py restores the run's chat prompt (template use, system, user, end of turn) and builds the same ids."""
-    from sumlab.predict.loading import _chat_prompt
+    from sumlab.models.loading import _chat_prompt
 
     cfg, splits, module, _ = build(model, tmp_path, "model.prompt.system='Be brief.'", "model.prompt.user='Dialogue: {text} Summary?'")
     run_cfg = OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True)})
@@ -137,7 +137,7 @@ def test_generation_stops_at_end_of_turn_and_returns_the_answer_only(model: str,
 @pytest.mark.parametrize("model", LLMS)
 def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_path: Path) -> None:
     """train.py end to end; predict's loader on the run rebuilds the chat family and generates the same text."""
-    from sumlab.predict.loading import load
+    from sumlab.models.loading import load
 
     run_dir = tmp_path / "run"
     _, cfg = train_in_process([f"model={model}", *TINY_RUN, "generation.min_new_tokens=4"], run_dir)
@@ -165,7 +165,7 @@ def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_p
     order = batch["idx"].tolist()  # validation batches are length-sorted
     rows = [{"idx": i, **family.features(examples[i]["text"], None, cfg.data.max_source_length, 8)} for i in order]
     assert [r["prompt_ids"] for r in rows] == [datamodule.tokenized("validation")[i]["prompt_ids"] for i in order]
-    from sumlab.generation import build_generation_config
+    from sumlab.generation.config import build_generation_config
 
     with torch.no_grad():
         got = decode(loaded.tokenizer, family.generate(loaded.model, family.collate(rows), build_generation_config(cfg.generation, loaded.model)))

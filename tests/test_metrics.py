@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sumlab.metrics import RougeMetric
-from sumlab.rouge import score_corpus
+from sumlab.text.rouge import score_corpus
+from sumlab.train.metrics import RougeMetric
 
 PREDS = ["the cat sat", "a dog ran home", "birds fly south", "fish swim"]
 REFS = ["the cat sat down", "the dog ran", "birds fly", "fish swim fast"]

@@ -4,12 +4,12 @@ length-grouped batches work; the optimizer leaves biases and norms undecayed."""
 from __future__ import annotations
 
 import torch
+from conftest import compose_config
 from omegaconf import OmegaConf
 
-from conftest import compose_config
 from sumlab.data.datamodule import SummarizationDataModule
-from sumlab.generation import build_generation_config
-from sumlab.train import build_module, load_splits
+from sumlab.generation.config import build_generation_config
+from sumlab.train.runner import build_module, load_splits
 
 SMALL = ["data.synthetic_sizes.train=96", "model.tiny.d_model=32", "model.tiny.d_ff=64", "model.tiny.vocab_size=400"]
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY_RUN, compose_config
 from test_train import _load_best, _validate
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config, run_cli
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_cli
+from sumlab.data.bucketing import BucketBatchSampler, length_batches, padding_fraction
 from sumlab.predict import writer
-from sumlab.predict.bucketing import BucketBatchSampler, length_batches, padding_fraction
 from sumlab.predict.writer import read_predictions
 
 N = 11  # odd, and not a multiple of the batch size

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import ROOT
+from omegaconf import OmegaConf
 from test_predict import _fails, make_run, predict_here, synthetic_ids
-from sumlab.predict import backends
+
+from sumlab.generation import engines as backends
 from sumlab.predict.writer import read_predictions
 
 pytest.importorskip("ctranslate2")
@@ -47,8 +47,8 @@ def test_ctranslate2_fp32_equals_hf(arch_run: tuple[str, Path], setting: str, tm
     """Same ids in (T5 prefix, added tag tokens, causal prompt + separator), same text out, batch by batch."""
     from sumlab.data import synthetic
     from sumlab.family import make_family
-    from sumlab.generation import build_generation_config
-    from sumlab.predict.loading import load
+    from sumlab.generation.config import build_generation_config
+    from sumlab.models.loading import load
 
     arch, run = arch_run
     if arch == "gpt2" and setting == "greedy-penalties":
@@ -148,7 +148,7 @@ def test_killed_conversion_leaves_nothing_usable(tmp_path: Path) -> None:
     script = (
         "import os, sys; from pathlib import Path; sys.path.insert(0, 'tests');"
         "from omegaconf import OmegaConf; from ctranslate2.specs import model_spec;"
-        "from sumlab.predict import backends; from sumlab.predict.loading import load;"
+        "from sumlab.generation import engines as backends; from sumlab.models.loading import load;"
         "orig = model_spec.ModelSpec.save\n"
         "def dying(self, output_dir):\n"
         "    Path(output_dir, 'model.bin').write_bytes(b'partial'); Path(output_dir, 'config.json').write_text('{}'); os._exit(137)\n"

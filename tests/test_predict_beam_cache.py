@@ -7,7 +7,7 @@ import torch
 from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import EncoderDecoderCache
 
-from sumlab.predict import beam_cache
+from sumlab.generation import beam_cache
 
 
 def _model() -> T5ForConditionalGeneration:

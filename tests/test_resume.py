@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_RUN, run_cli, train_in_process
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer, tokenizers
 
-from sumlab import rouge
-from sumlab.rouge import ROUGE_KEYS, score_corpus, score_pair, split_sentences, tokenize
+from sumlab import rouge as rouge_cli
+from sumlab.text import rouge
+from sumlab.text.rouge import ROUGE_KEYS, score_corpus, score_pair, split_sentences, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dialogsum"
@@ -139,7 +140,7 @@ def test_kiwi_missing_gives_install_hint(
     # The CLI turns it into one error line.
     texts = tmp_path / "texts.txt"
     texts.write_text(KO_A + "\n", encoding="utf-8")
-    assert rouge.main([str(texts), str(texts), "--tokenizer", "kiwi"]) == 2
+    assert rouge_cli.main([str(texts), str(texts), "--tokenizer", "kiwi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "pip install kiwipiepy" in err
 
@@ -216,7 +217,7 @@ def test_single_reference_numbers_unchanged() -> None:
 def test_rouge_metric_scores_reference_lists() -> None:
     import torch
 
-    from sumlab.metrics import RougeMetric
+    from sumlab.train.metrics import RougeMetric
 
     preds, refs = ["the cat sat on the mat", "a dog barked"], [["a cat was on the mat", "the cat sat"], ["the dog barked"] * 2]
     for how in ("mean", "max"):

@@ -18,7 +18,7 @@ from optuna.distributions import (
     UniformDistribution,
 )
 
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
 from sumlab.sweep import check_distributed
 from sumlab.sweep.results import leaderboard, markdown_table
 from sumlab.sweep.space import distribution_from_override, format_value, grid_values, parse_overrides

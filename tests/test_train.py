@@ -10,13 +10,13 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
+from conftest import TINY_RUN, compose_config, run_cli, train_in_process
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from conftest import TINY_RUN, compose_config, run_cli, train_in_process
-from sumlab.config import enum_value
+from sumlab.config.schema import enum_value
 from sumlab.data.sources import load_split
 from sumlab.family import decode, make_family
-from sumlab.train import build_module, load_splits
+from sumlab.train.runner import build_module, load_splits
 
 pytestmark = pytest.mark.slow
 SECRETS = {"WANDB_API_KEY": "sk-wandb-secret-0123456789", "HF_TOKEN": "hf_secret_token_0123456789"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
+from conftest import TINY_RUN, compose_config, train_in_process
 from torch.utils.data import DataLoader
 
-from conftest import TINY_RUN, compose_config, train_in_process
-from sumlab.train import build_module, load_splits
+from sumlab.train.runner import build_module, load_splits
 
 pytestmark = pytest.mark.slow
 

@@ -1,14 +1,14 @@
 """Everything that differs between encoder-decoder and decoder-only summarizers, in one place.
 
 A family turns (text, summary) into features, pads a batch, computes the training loss and generates
-summaries. The LightningModule and the data module never branch on the family themselves. Training and
-prediction build a prompt with the same ``features`` call.
+summaries; training and prediction build a prompt with the same ``features`` call. The LightningModule
+never branches on the family; the data layer asks it for its feature columns (``feature_keys``) and, to
+size token-budget batches, whether source and target are padded apart (seq2seq) or as one sequence (causal).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -20,12 +20,10 @@ from transformers import (
     GenerationConfig,
 )
 
-from sumlab.config import prompt_fields
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
+from sumlab.text.prompts import DEFAULT_SEPARATOR, TEMPLATE_DATE, TEXT_SLOT, ChatPrompt, prompt_fields
 
 IGNORE_INDEX = -100  # label positions the loss skips (padding, and the prompt of causal models)
-TEMPLATE_DATE = "26 Jul 2024"  # Llama 3.1+'s own fallback; a fixed date keeps training and prediction prompts equal
-TEXT_SLOT = "\uE000sumlab-text\uE000"  # stands for the dialogue while the chat template renders (private-use code points)
 
 
 def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
@@ -49,8 +47,9 @@ def generate_texts(family: "Seq2Seq | Causal", model: Any, batch: dict[str, Any]
 class Seq2Seq:
     name = "seq2seq"
     auto_model = AutoModelForSeq2SeqLM
+    feature_keys = ("input_ids", "labels")  # (source, target) columns of the tokenized cache
 
-    def __init__(self, tokenizer: Any, prefix: str = "", separator: str = "") -> None:
+    def __init__(self, tokenizer: Any, prefix: str = "") -> None:
         self.tokenizer = tokenizer
         self.prefix = prefix
         # Some tokenizers (KoBART's) add no EOS; a seq2seq model must see where source and summary end.
@@ -97,24 +96,6 @@ class Seq2Seq:
         )
 
 
-@dataclass(frozen=True)
-class ChatPrompt:
-    """Prompting through the tokenizer's chat template: a system turn, a user turn holding the dialogue,
-    the summary as the assistant's answer followed by its end-of-turn token."""
-
-    system: Optional[str]  # None or "": no system turn
-    user: str  # a template: {text} is the dialogue, {column} any other data column
-    end_of_turn: tuple[str, ...] = ()  # the first ends the learnt answer; any stops generation; () = EOS
-
-    @classmethod
-    def from_config(cls, model_cfg: Any) -> Optional["ChatPrompt"]:
-        """From a ``model`` config node (a training run's, or predict's restored one); None without chat_template."""
-        if not model_cfg.get("chat_template"):
-            return None
-        prompt = model_cfg.get("prompt") or {}
-        return cls(prompt.get("system") or None, prompt.get("user"), tuple(model_cfg.get("end_of_turn") or ()))
-
-
 class Causal:
     """Decoder-only: ``prompt + summary + end token`` in one sequence; the loss covers the summary and that token.
 
@@ -129,8 +110,9 @@ class Causal:
 
     name = "causal"
     auto_model = AutoModelForCausalLM
+    feature_keys = ("prompt_ids", "target_ids")
 
-    def __init__(self, tokenizer: Any, prefix: str = "", separator: str = "\nTL;DR:\n",
+    def __init__(self, tokenizer: Any, prefix: str = "", separator: str = DEFAULT_SEPARATOR,
                  chat: Optional[ChatPrompt] = None, packing: bool = False) -> None:  # fmt: skip
         self.tokenizer = tokenizer
         self.prefix = prefix
@@ -140,7 +122,7 @@ class Causal:
         self.end_id = tokenizer.eos_token_id
         if chat is not None:
             self._check_chat(chat)
-            self.stop_ids = [self._token_id(t) for t in chat.end_of_turn] or [tokenizer.eos_token_id]
+            self.stop_ids = end_of_turn_ids(tokenizer, chat.end_of_turn) or [tokenizer.eos_token_id]
             self.end_id = self.stop_ids[0]
         self._parts: dict[tuple, tuple[list[int], list[int]]] = {}  # rendered template around the dialogue, per field values
         self.packing = packing
@@ -153,12 +135,6 @@ class Causal:
                 "chat template: set model.chat_template=false (separator prompts), or use an instruct model"
             )
         self.fields = prompt_fields(chat.user)  # the other columns the prompt names
-
-    def _token_id(self, token: str) -> int:
-        token_id = self.tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or (token_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token):
-            raise SumlabError(f"model.end_of_turn token {token!r} is not in the tokenizer's vocabulary: name the chat template's end-of-turn token")
-        return token_id
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -323,11 +299,26 @@ def check_packing(model: Any) -> None:
         )
 
 
+def end_of_turn_ids(tokenizer: Any, tokens: Any) -> list[int]:
+    """The ids of model.end_of_turn tokens; one that is not in the vocabulary is an error, never skipped."""
+    ids = []
+    for token in tokens:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+            raise SumlabError(
+                f"model.end_of_turn token {token!r} is not in the tokenizer's vocabulary: name the chat template's "
+                "end-of-turn token"
+            )
+        ids.append(token_id)
+    return ids
+
+
 FAMILIES = {"seq2seq": Seq2Seq, "causal": Causal}
 
 
-def make_family(name: str, tokenizer: Any, prefix: str, separator: str, chat: Optional[ChatPrompt] = None,
-                packing: bool = False) -> Seq2Seq | Causal:  # fmt: skip
+def make_family(name: str, tokenizer: Any, prefix: str, separator: str = DEFAULT_SEPARATOR,
+                chat: Optional[ChatPrompt] = None, packing: bool = False) -> Seq2Seq | Causal:  # fmt: skip
+    """The family named by model.family; ``separator``, ``chat`` and ``packing`` are causal-only settings."""
     if name != "causal":
-        return Seq2Seq(tokenizer, prefix=prefix, separator=separator)
+        return Seq2Seq(tokenizer, prefix=prefix)
     return Causal(tokenizer, prefix=prefix, separator=separator, chat=chat, packing=packing)

@@ -33,7 +33,7 @@ from datasets.fingerprint import Hasher
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.data.sources import normalize, not_writable, release_memory, reference_columns, source_of, split_path
+from sumlab.data.sources import normalize, not_writable, reference_columns, release_memory, source_of, split_path
 
 FORMAT = 2  # bump when the layout of the tokenized columns (or meta.json) changes
 META = "meta.json"
@@ -101,7 +101,7 @@ def _encode(batch: dict[str, list], indices: list[int], cfg: DictConfig, family:
 
 def _features(family: Any, has_summary: bool, with_references: bool) -> datasets.Features:
     ids = datasets.List(datasets.Value("int32"))  # int32: half the bytes of Python's default int64
-    keys = ("input_ids", "labels") if family.name == "seq2seq" else ("prompt_ids", "target_ids")
+    keys = family.feature_keys
     spec = {"idx": datasets.Value("int64"), "id": datasets.Value("string"), keys[0]: ids}
     if has_summary:
         spec[keys[1]] = ids

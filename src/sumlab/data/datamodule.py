@@ -14,14 +14,14 @@ from typing import Any, Optional
 import datasets
 import lightning.pytorch as L
 import numpy as np
+import torch
 from datasets.distributed import split_dataset_by_node
 from omegaconf import DictConfig
-import torch
 from torch.utils.data import DataLoader
 
+from sumlab.core.errors import SumlabError
 from sumlab.data.cache import TokenizedCache
 from sumlab.data.samplers import EvalBatchSampler, LengthGroupedBatchSampler, ResumableDataLoader
-from sumlab.errors import SumlabError
 from sumlab.family import Causal, Seq2Seq
 
 FEATURE_KEYS = ("input_ids", "labels", "prompt_ids", "target_ids")

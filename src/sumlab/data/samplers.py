@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 from torch.utils.data import DataLoader, Sampler
 
-from sumlab.predict.bucketing import length_batches
+from sumlab.data.bucketing import length_batches
 
 MEGABATCH_BATCHES = 50  # batch_size mode: batches per shuffled megabatch sorted by length (transformers' factor)
 

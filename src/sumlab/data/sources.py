@@ -8,8 +8,8 @@ SumlabError line naming the row, column or key to fix.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import csv
+import ctypes
 import json
 import logging
 import re
@@ -24,10 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from omegaconf import DictConfig
 
+from sumlab.core.errors import SumlabError
 from sumlab.data import synthetic
-from sumlab.errors import SumlabError
 
-SPLITS = ("train", "validation", "test")
 FILE_KEY = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 LIMIT_KEY = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_predict_samples"}
 HUB_SPLIT_KEY = {"train": "train_split", "validation": "validation_split", "test": "test_split"}
@@ -35,10 +34,6 @@ HUB_SPLIT_KEY = {"train": "train_split", "validation": "validation_split", "test
 READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 
 Example = dict  # {"id": str, "text": str, "summary": str | None[, "references": list[str]]}
-
-datasets.disable_progress_bars()  # bars for tiny local files would bury the one-line errors
-datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its error logs repeat what our one line says
-
 
 def split_path(cfg: DictConfig, split: str) -> Optional[Path]:
     """The configured file of a split, resolved against data.dir; None when the split has no file."""

@@ -8,8 +8,7 @@
 5. speed: CPU dropout from fewer random draws (:mod:`.dropout`, ``model.fast_dropout``).
 
 The family (:mod:`sumlab.family`) then turns examples into features for this (model, tokenizer).
-Import order is one way: ``sumlab.config`` <- ``sumlab.family`` <- ``sumlab.models`` (nothing here is
-imported by config or family).
+:mod:`.loading` turns a ``model_dir`` (run, export, checkpoint, HF dir, hub name) back into a model.
 """
 
 from __future__ import annotations
@@ -19,11 +18,13 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from sumlab.config import enum_value
+from sumlab.config.schema import enum_value
+from sumlab.family import end_of_turn_ids
 from sumlab.models import adapters, dropout
 from sumlab.models.hub import load_pretrained
-from sumlab.models.tags import add_tags, find_tags
+from sumlab.models.tags import add_tags
 from sumlab.models.tiny import cached_tiny_tokenizer, tiny_model, train_tiny_tokenizer
+from sumlab.text.tags import find_tags
 
 __all__ = ["add_tags", "build", "find_tags", "load_pretrained", "stop_token_ids", "tiny_model", "train_tiny_tokenizer"]
 
@@ -32,11 +33,7 @@ def stop_token_ids(model: Any, tokenizer: Any, end_of_turn: list[str]) -> list[i
     """EOS ids of the model plus its end-of-turn tokens: generation stops at any of them."""
     eos = model.generation_config.eos_token_id
     ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
-    for token in end_of_turn:
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in ids:
-            ids.append(token_id)
-    return ids
+    return ids + [i for i in end_of_turn_ids(tokenizer, end_of_turn) if i not in ids]
 
 
 def build(

@@ -32,9 +32,10 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
-from sumlab.config import QLORA_BITS as BITS
-from sumlab.config import QLORA_COMPUTE_DTYPES, enabled, enum_value, method_of, resolve_device
-from sumlab.errors import SumlabError
+from sumlab.config.schema import QLORA_BITS as BITS
+from sumlab.config.schema import QLORA_COMPUTE_DTYPES, enum_value, method_of
+from sumlab.core.errors import SumlabError
+from sumlab.core.runtime import resolve_device
 from sumlab.family import FAMILIES
 
 COMPUTE_DTYPES = {name: getattr(torch, name) for name in QLORA_COMPUTE_DTYPES}
@@ -202,14 +203,10 @@ def _quantize_built(model: Any, family: str, kwargs: dict[str, Any]) -> tuple[An
 
 def apply(model: Any, tokenizer: Any, qlora: DictConfig, model_cfg: DictConfig, added: int, kwargs: dict[str, Any]) -> Any:
     """The built model -> a peft model with LoRA on the target modules (base quantized for qlora/lora_8bit)."""
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
     method, family = method_of(qlora), str(enum_value(model_cfg.family))
-    tiny = model_cfg.get("tiny") is not None
-    base: dict[str, Any] = {"family": family, "tiny": tiny}
-    if not tiny:
-        base.update(path=model_cfg.name_or_path, revision=model_cfg.get("revision"),
-                    trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))  # fmt: skip
+    base = base_source(model_cfg, family)
     if method in BITS and not is_quantized(model):  # built from a config: quantize through from_pretrained
         model, base_dir = _quantize_built(model, family, kwargs)
         base["path"] = str(base_dir)
@@ -218,32 +215,56 @@ def apply(model: Any, tokenizer: Any, qlora: DictConfig, model_cfg: DictConfig, 
             model.config.use_cache = False
     targets, fan_in_fan_out = resolve_targets(model, qlora, model_cfg.get("lora_target_modules"))
     if method in BITS:
-        quantized = [n for n, m in model.named_modules() if _bnb_layer(m) and any(_matches(n, t) for t in targets)]
-        if not quantized:
-            raise SumlabError(
-                f"qlora={method}: none of the target modules {targets} of {type(model).__name__} was quantized "
-                "(bitsandbytes quantizes nn.Linear and Conv1D layers only): use qlora=lora for this model"
-            )
-        guard_avx512bf16(model)
-        # Frozen base, norms in fp32; checkpointing stays as models.build set it (non-reentrant).
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = _prepare_quantized(model, method, targets)
+    peft_model = get_peft_model(model, lora_config(model, tokenizer, qlora, family, added, targets, fan_in_fan_out))
+    if model_cfg.gradient_checkpointing:
+        peft_model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still see inputs needing grad
+    setattr(peft_model, INFO_ATTR, {"method": method, "base": base})
+    return peft_model
+
+
+def base_source(model_cfg: DictConfig, family: str) -> dict[str, Any]:
+    """Where the full-precision base comes from again at export (a tiny model: the built one, kept in memory)."""
+    tiny = model_cfg.get("tiny") is not None
+    base: dict[str, Any] = {"family": family, "tiny": tiny}
+    if not tiny:
+        base.update(path=model_cfg.name_or_path, revision=model_cfg.get("revision"),
+                    trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))  # fmt: skip
+    return base
+
+
+def _prepare_quantized(model: Any, method: str, targets: list[str]) -> Any:
+    """Check that LoRA targets quantized layers, then freeze the base with norms in fp32 (peft's k-bit preparation)."""
+    from peft import prepare_model_for_kbit_training
+
+    quantized = [n for n, m in model.named_modules() if _bnb_layer(m) and any(_matches(n, t) for t in targets)]
+    if not quantized:
+        raise SumlabError(
+            f"qlora={method}: none of the target modules {targets} of {type(model).__name__} was quantized "
+            "(bitsandbytes quantizes nn.Linear and Conv1D layers only): use qlora=lora for this model"
+        )
+    guard_avx512bf16(model)
+    # Checkpointing stays as models.build set it (non-reentrant).
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def lora_config(model: Any, tokenizer: Any, qlora: DictConfig, family: str, added: int, targets: list[str],
+                fan_in_fan_out: bool) -> Any:  # fmt: skip
+    """peft's LoraConfig for the qlora group: targets, extra modules trained in full, the new tag tokens' rows."""
+    from peft import LoraConfig, TaskType
+
     extra = list(qlora.modules_to_save) if qlora.modules_to_save else None
     names = [n for n, _ in model.named_modules() if n]
     for name in extra or []:
         if not any(_matches(n, name) for n in names):
             raise SumlabError(f"qlora.modules_to_save entry {name!r} matches no module of {type(model).__name__}")
     token_ids = list(range(len(tokenizer) - added, len(tokenizer))) if added and qlora.train_new_tokens else None
-    config = LoraConfig(
+    return LoraConfig(
         r=int(qlora.r), lora_alpha=float(qlora.alpha), lora_dropout=float(qlora.dropout), target_modules=targets,
         fan_in_fan_out=fan_in_fan_out, bias=qlora.bias, modules_to_save=extra,
         trainable_token_indices=new_token_targets(model, token_ids) if token_ids else None,
         task_type=TaskType.SEQ_2_SEQ_LM if family == "seq2seq" else TaskType.CAUSAL_LM,
     )  # fmt: skip
-    peft_model = get_peft_model(model, config)
-    if model_cfg.gradient_checkpointing:
-        peft_model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still see inputs needing grad
-    setattr(peft_model, INFO_ATTR, {"method": method, "base": base})
-    return peft_model
 
 
 def trainable_parameters(model: Any) -> tuple[int, int]:

@@ -107,12 +107,16 @@ def attention(
     return output.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(ATTENTION, attention)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # masks exactly as for sdpa
+def register_attention() -> None:
+    """Name ``attention`` in transformers' registries (per process: a ddp_spawn rank that unpickles a model set
+    to it calls this too, from SummarizationModule.setup)."""
+    AttentionInterface.register(ATTENTION, attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # masks exactly as for sdpa
 
 
 def enable(model: Any) -> Any:
     """Swap in the fast dropout: the dropout modules, and SDPA attention where the model allows (in place)."""
+    register_attention()
     for module in model.modules():
         if type(module) is nn.Dropout:  # exactly torch's: a subclass may mean something else
             module.__class__ = FastDropout

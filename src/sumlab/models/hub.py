@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from transformers import AutoTokenizer
 
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
 from sumlab.family import FAMILIES
 
 

@@ -1,17 +1,10 @@
-"""Speaker tags and masks of the data (``#Person1#``, ``#PhoneNumber#``) as whole vocabulary tokens."""
+"""Speaker tags and masks of the data (``#Person1#``, ``#PhoneNumber#``, found by sumlab.text.tags) as whole tokens."""
 
 from __future__ import annotations
 
-import re
-from typing import Any, Iterable
+from typing import Any
 
 from transformers import AddedToken
-
-
-def find_tags(texts: Iterable[str], pattern: str) -> list[str]:
-    """Speaker tags and masks in the data, e.g. #Person1#, #PhoneNumber#: sorted for a stable vocabulary."""
-    regex = re.compile(pattern)
-    return sorted({m for t in texts for m in regex.findall(t)})
 
 
 def add_tags(model: Any, tokenizer: Any, tags: list[str]) -> int:

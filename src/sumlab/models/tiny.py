@@ -33,7 +33,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from sumlab.config import enum_value
+from sumlab.config.schema import enum_value
 
 # Special tokens of each tiny architecture, in id order, as the real checkpoints number them.
 TINY_SPECIALS = {

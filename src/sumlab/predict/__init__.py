@@ -1,8 +1,7 @@
-"""Prediction: `python predict.py model_dir=...` (conf/predict.yaml).
+"""Prediction: `python predict.py model_dir=...` (conf/predict.yaml; schema in sumlab.config.predict).
 
-Modules: config (schema), loading (model_dir -> model), bucketing (length-sorted batches, DDP share),
-beam_cache (guarded beam-search speed-up), writer (shards, resume, merge), runner (the run itself).
-Importing this package stays light; ``run`` imports torch and Lightning when called.
+Modules: runner (the run: prepare, generate, finish), module (the LightningModule and this rank's data),
+writer (shards, resume, merge). Importing this package stays light; ``run`` imports torch and Lightning when called.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""One prediction run: model_dir -> tokenized cache -> length-bucketed batches -> Trainer.predict -> shards -> merged outputs.
+"""One prediction run, in three steps: prepare (check, load, tokenize, fingerprint), generate (Trainer.predict
+into per-rank shards), finish (rank 0: merge by id, score, write the outputs and metrics.json).
 
-Every rank runs this whole function (Lightning relaunches the script once per extra device). Before
-``trainer.predict`` only rank 0 changes files; the other ranks start while rank 0 waits for them in the
-process-group rendezvous, so everything they read before it is settled. Each rank appends to its own
-shard; after a barrier rank 0 merges them by id.
+Every rank runs :func:`run` (Lightning relaunches the script once per extra device). Before generation only
+rank 0 changes files; the other ranks start while rank 0 waits for them in the process-group rendezvous, so
+everything they read before it is settled. Each rank appends to its own shard; after a barrier rank 0 merges.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,136 +20,52 @@ import lightning.pytorch as L
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from sumlab import quiet_lightning_logs
-from sumlab.config import FP16_UNSAFE_HINT, ROUGE_TOKENIZERS, check_generation
-from sumlab.data.cache import TokenizedCache, source_column
+from sumlab.config.predict import OUTPUT_FORMATS
+from sumlab.config.rules import check_generation, check_metrics
+from sumlab.core.errors import SumlabError, guarded
+from sumlab.core.io import digest, versions, write_json
+from sumlab.core.runtime import auto_precision, check_precision, quiet_library_logs, resolve_device
+from sumlab.data.cache import TokenizedCache
 from sumlab.data.sources import FILE_KEY, has_split, load_raw
-from sumlab.errors import SumlabError, guarded
 from sumlab.family import Causal, Seq2Seq, make_family
-from sumlab.generation import build_generation_config
-from sumlab.predict import backends, writer
-from sumlab.predict.bucketing import BucketBatchSampler
-from sumlab.predict.config import OUTPUT_FORMATS, digest, path_name
-from sumlab.predict.loading import LoadedModel, load
-from sumlab.rouge import MULTI_REFERENCE, score_corpus
-from sumlab.rundir import versions, write_json
-
-STATS = ("examples", "batches", "input_tokens", "input_padding", "generated_tokens")
+from sumlab.generation import engines
+from sumlab.generation.config import build_generation_config
+from sumlab.models.loading import LoadedModel, load
+from sumlab.predict import writer
+from sumlab.predict.module import PredictData, PredictModule
+from sumlab.text.rouge import TOKENIZERS, score_corpus
 
 
-class PredictModule(L.LightningModule):
-    """Generates one batch per step with its engine and returns the records for the shard writer.
+@dataclass
+class Job:
+    """What prepare() settled, the same on every rank."""
 
-    With CTranslate2 the transformers model is not a submodule (Lightning must not move it to a GPU): it is
-    only needed to convert, once, in ``setup`` (which every rank runs, also one without batches), and then
-    dropped. Token and padding counts are summed over ranks by ``gather_stats`` after ``Trainer.predict``:
-    the predict hooks do not run on a rank without batches, so they cannot hold a collective call.
-    """
-
-    def __init__(self, loaded: LoadedModel, family: Seq2Seq | Causal, generation_config: Any, fast_cache: bool,
-                 choice: backends.Choice, cache_dir: str, seed: Optional[int]) -> None:  # fmt: skip
-        super().__init__()
-        # LightningModule.__init__ resets this on the instance, so a class attribute would not count.
-        self.allow_zero_length_dataloader_with_multiple_devices = True  # a rank may get no batch of a short input
-        self.family, self.generation_config, self.choice = family, generation_config, choice
-        self.engine: backends.HFEngine | backends.CT2Engine | None = None
-        if choice.backend == "hf":
-            self.model = loaded.model
-            self.engine = backends.HFEngine(self.model, family, generation_config, fast_cache)
-        else:
-            self._loaded, self._cache_dir, self._seed = loaded, cache_dir, seed
-        self.conversion_seconds: Optional[float] = None
-        self.stats = dict.fromkeys(STATS, 0)
-        self.seconds = 0.0
-
-    def setup(self, stage: str) -> None:
-        if self.engine is not None:
-            return
-        loaded, trainer = self._loaded, self.trainer
-        weights = digest({k: loaded.identity.get(k) for k in ("weights", "config", "name", "revision")})
-        target = backends.cache_location(loaded.home, path_name(loaded.source.split(": ", 1)[-1]),
-                                         str(self.choice.compute_type), weights, self._cache_dir)  # fmt: skip
-        if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
-            self.conversion_seconds = backends.convert(loaded.model, loaded.tokenizer, target, str(self.choice.compute_type))
-        trainer.strategy.barrier("ctranslate2 conversion")
-        self.engine = backends.CT2Engine(target, self.family, self.generation_config, str(self.choice.compute_type),
-                                         trainer.strategy.root_device, backends.cpu_threads(), self._seed)  # fmt: skip
-        self._loaded = loaded.model = None  # the transformers weights are not needed any more
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if self.choice.backend == "ctranslate2":
-            # Lists of token ids, which CTranslate2 places itself; Lightning's default would walk every int
-            # (a third of the predict time at 300 short inputs).
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def on_predict_start(self) -> None:
-        self._started = time.perf_counter()
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        assert self.engine is not None
-        texts, lengths = self.engine.generate(batch)
-        self.stats["examples"] += len(texts)
-        self.stats["batches"] += 1
-        width = max(batch["lengths"])
-        self.stats["input_tokens"] += width * len(texts)
-        self.stats["input_padding"] += width * len(texts) - sum(batch["lengths"])
-        self.stats["generated_tokens"] += int(sum(lengths))
-        records = [{"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)]
-        return {"records": records}
-
-    def on_predict_end(self) -> None:
-        self.seconds = time.perf_counter() - self._started
-
-    def gather_stats(self, strategy: Any) -> None:
-        """Totals over ranks (every rank calls this, after Trainer.predict); the slowest rank's seconds."""
-        values = torch.tensor([float(self.stats[k]) for k in STATS], device=strategy.root_device)
-        totals = strategy.reduce(values, reduce_op="sum")
-        slowest = strategy.reduce(torch.tensor(self.seconds, device=strategy.root_device), reduce_op="max")
-        self.stats = {k: int(v) for k, v in zip(STATS, totals.tolist(), strict=True)}
-        self.seconds = float(slowest)
+    out: Path
+    loaded: LoadedModel
+    family: Seq2Seq | Causal
+    rows: datasets.Dataset  # the split, tokenized and memory-mapped
+    todo: np.ndarray  # positions of the rows without a prediction in the shards
+    generation_config: Any
+    choice: engines.Choice
+    precision: str
+    rouge_tokenizer: str
 
 
-class PredictData(L.LightningDataModule):
-    """The rows still to do, memory-mapped from the tokenized cache, in length buckets; this rank's share.
-
-    Lengths come from the cache's ``source_length`` column and rows are read a batch at a time, so a rank's
-    private memory does not grow with the corpus.
-    """
-
-    def __init__(self, rows: datasets.Dataset, todo: np.ndarray, batch_size: int, sort: bool, collate: Any,
-                 num_workers: int) -> None:  # fmt: skip
-        super().__init__()
-        self.allow_zero_length_dataloader_with_multiple_devices = True
-        self.source = source_column(rows.column_names)
-        self.lengths = rows.data.column("source_length").to_numpy()[todo]
-        self.rows = rows.select_columns(["id", self.source])
-        if len(todo) < len(rows):  # a resumed run: an indices mapping over the same files, not a copy
-            self.rows = self.rows.select(todo)
-        self._collate, self.batch_size, self.sort, self.num_workers = collate, batch_size, sort, num_workers
-
-    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self._collate([{self.source: r[self.source]} for r in rows])
-        batch["ids"] = [r["id"] for r in rows]
-        batch["lengths"] = [len(r[self.source]) for r in rows]
-        return batch
-
-    def predict_dataloader(self) -> DataLoader:
-        sampler = BucketBatchSampler(
-            self.lengths, self.batch_size, sort=self.sort, rank=self.trainer.global_rank, world_size=self.trainer.world_size
-        )
-        return DataLoader(self.rows, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32"
+@guarded
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Predict, merge and score; returns metrics.json's content (on rank 0; an empty dict elsewhere)."""
+    validate(cfg)
+    started = time.perf_counter()
+    quiet_prediction_logs()
+    is_zero = rank_zero_only.rank == 0
+    job = prepare(cfg, is_zero)
+    module, world_size = generate(cfg, job)
+    if not is_zero:
+        return {}
+    return finish(cfg, job, module, world_size, started)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -159,16 +76,54 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.split not in FILE_KEY:
         raise SumlabError(f"data.split={cfg.data.split} is unknown: use one of {list(FILE_KEY)}")
     check_generation(cfg.generation)
-    if cfg.metrics.multi_reference not in MULTI_REFERENCE:
-        raise SumlabError(f"metrics.multi_reference={cfg.metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}")
-    if cfg.metrics.tokenizer is not None and cfg.metrics.tokenizer not in ROUGE_TOKENIZERS:
-        raise SumlabError(f"metrics.tokenizer={cfg.metrics.tokenizer} is unknown: use one of {list(ROUGE_TOKENIZERS)}")
-    if cfg.backend not in backends.BACKENDS:
-        raise SumlabError(f"backend={cfg.backend} is unknown: use one of {list(backends.BACKENDS)}")
-    if cfg.compute_type not in backends.COMPUTE_TYPES:
-        raise SumlabError(f"compute_type={cfg.compute_type} is unknown: use one of {list(backends.COMPUTE_TYPES)}")
+    check_metrics(cfg.metrics)
+    if cfg.backend not in engines.BACKENDS:
+        raise SumlabError(f"backend={cfg.backend} is unknown: use one of {list(engines.BACKENDS)}")
+    if cfg.compute_type not in engines.COMPUTE_TYPES:
+        raise SumlabError(f"compute_type={cfg.compute_type} is unknown: use one of {list(engines.COMPUTE_TYPES)}")
     if cfg.model_dir in (None, ""):
         raise SumlabError("model_dir is empty: pass model_dir=outputs/train/<run> (or an export/, a .ckpt, a hub name)")
+
+
+def quiet_prediction_logs() -> None:
+    quiet_library_logs()
+    # Our batch sampler returns every index by construction; Lightning cannot know and says so.
+    warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # ours, on purpose
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line error of a bad input
+
+
+# --- prepare -------------------------------------------------------------------------------------------
+def prepare(cfg: DictConfig, is_zero: bool) -> Job:
+    """Check the output, load the split and the model, tokenize through the cache, fingerprint the job."""
+    out = Path(cfg.output.dir or cfg.paths.run_dir).expanduser()
+    if is_zero:
+        writer.check_writable(out)
+    raw = load_rows(cfg)
+    loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
+    precision = auto_precision(str(cfg.trainer.precision), cfg.trainer.accelerator, loaded.safe_precisions)
+    check_precision(precision, loaded.safe_precisions, loaded.identity.get("model_type") or str(cfg.model_dir))
+    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
+    # Tokenized once into the cache training uses (a file lock: one rank builds, the others wait), then
+    # memory-mapped by every rank. Only rank 0 honours data.overwrite_cache, so the ranks do not rebuild in turn.
+    cache = TokenizedCache(cfg.data, family, cfg.paths.cache_dir, overwrite=is_zero and bool(cfg.data.overwrite_cache))
+    cached = cache.prepare(raw, cfg.data.split)
+    rows = TokenizedCache.load(cached)
+    generation_config = build_generation_config(cfg.generation, loaded.model)
+    choice = engines.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family, loaded.model,
+                            resolve_device(cfg.trainer.accelerator), loaded.safe_precisions)  # fmt: skip
+    generation = OmegaConf.to_container(cfg.generation, resolve=True)
+    meta = {
+        "model": loaded.identity,
+        "data": data_identity(cfg, rows, TokenizedCache.digest(cached)),
+        "generation": {**generation, "precision": precision, "backend": choice.backend, "compute_type": choice.compute_type},
+    }
+    meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
+    writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
+    todo = remaining(rows, writer.read_shards(out))
+    return Job(out, loaded, family, rows, todo, generation_config, choice, precision, rouge_tokenizer(cfg, loaded))
 
 
 def load_rows(cfg: DictConfig) -> datasets.Dataset:
@@ -196,6 +151,12 @@ def _any_text(raw: datasets.Dataset, column: str) -> bool:
     return False
 
 
+def rouge_tokenizer(cfg: DictConfig, loaded: LoadedModel) -> str:
+    """metrics.tokenizer, else the training run's own (when it is a real one: a damaged config falls back), else default."""
+    run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in TOKENIZERS else None
+    return cfg.metrics.tokenizer or run_tokenizer or "default"
+
+
 def data_identity(cfg: DictConfig, rows: datasets.Dataset, digest_of_rows: str) -> dict[str, Any]:
     """What makes "the same input": the rows as the model reads them (ids and source tokens), not their file."""
     return {"name": cfg.data.name, "split": cfg.data.split, "examples": len(rows), "rows": digest_of_rows,
@@ -210,118 +171,93 @@ def remaining(rows: datasets.Dataset, done: dict[str, Any]) -> np.ndarray:
     return np.flatnonzero(~finished.to_numpy(zero_copy_only=False))
 
 
+# --- generate ------------------------------------------------------------------------------------------
+def generate(cfg: DictConfig, job: Job) -> tuple[PredictModule, int]:
+    """Trainer.predict over the rows still to do, each rank writing its shard; (module, world size; 0 if none ran)."""
+    module = PredictModule(job.loaded, job.family, job.generation_config, bool(cfg.fast_beam_cache), job.choice,
+                           cfg.paths.cache_dir, cfg.seed)  # fmt: skip
+    if not len(job.todo):
+        return module, 0
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, verbose=False)
+    collate = module.engine.collate if module.engine is not None else engines.CT2Engine.collate
+    data = PredictData(job.rows, job.todo, int(cfg.batch_size), bool(cfg.sort_by_length), collate, int(cfg.data.num_workers))
+    trainer = build_trainer(cfg, job.precision, [writer.ShardWriter(job.out)])
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    module.gather_stats(trainer.strategy)
+    trainer.strategy.barrier()  # every shard is complete before rank 0 reads them
+    return module, int(trainer.world_size)
+
+
+TRAINING_ONLY = ("max_epochs", "max_steps", "min_epochs", "accumulate_grad_batches", "gradient_clip_val",
+                 "gradient_clip_algorithm", "val_check_interval", "check_val_every_n_epoch", "limit_train_batches",
+                 "limit_val_batches", "limit_test_batches", "num_sanity_val_steps", "log_every_n_steps")  # fmt: skip
+
+
 def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any]) -> L.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
-    for key in ("max_epochs", "max_steps", "min_epochs", "accumulate_grad_batches", "gradient_clip_val",
-                "gradient_clip_algorithm", "val_check_interval", "check_val_every_n_epoch", "limit_train_batches",
-                "limit_val_batches", "limit_test_batches", "num_sanity_val_steps", "log_every_n_steps"):  # fmt: skip
-        kwargs.pop(key, None)  # training-only keys
+    for key in TRAINING_ONLY:
+        kwargs.pop(key, None)
     kwargs.update(precision=precision, use_distributed_sampler=False, logger=False)
     return L.Trainer(**kwargs, callbacks=callbacks)
 
 
-@guarded
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Predict, merge and score; returns metrics.json's content (on rank 0; an empty dict elsewhere)."""
-    validate(cfg)
-    started = time.perf_counter()
-    quiet_lightning_logs()
-    # Our batch sampler returns every index by construction; Lightning cannot know and says so.
-    warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # ours, on purpose
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one-line error of a bad input
-    is_zero = rank_zero_only.rank == 0
-    out = Path(cfg.output.dir or cfg.paths.run_dir).expanduser()
-    if is_zero:
-        writer.check_writable(out)
-    precision = resolve_precision(str(cfg.trainer.precision))
-    raw = load_rows(cfg)
-    loaded = load(str(cfg.model_dir), cfg.model, cfg.paths.cache_dir)
-    if precision.startswith("16") and getattr(loaded.model.config, "model_type", "") in ("t5", "mt5", "umt5", "longt5"):
-        raise SumlabError(f"trainer.precision={precision} is not safe for {loaded.model.config.model_type} models: {FP16_UNSAFE_HINT}")
-    # The run's own setting when it is a real one (a redacted or damaged config falls back to the default).
-    run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in ROUGE_TOKENIZERS else None
-    rouge_tokenizer = cfg.metrics.tokenizer or run_tokenizer or "default"
-    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator, chat=loaded.chat)
-    # Tokenized once into the cache training uses (a file lock: one rank builds, the others wait), then
-    # memory-mapped by every rank. Only rank 0 honours data.overwrite_cache, so the ranks do not rebuild in turn.
-    cache = TokenizedCache(cfg.data, family, cfg.paths.cache_dir, overwrite=is_zero and bool(cfg.data.overwrite_cache))
-    cached = cache.prepare(raw, cfg.data.split)
-    rows = TokenizedCache.load(cached)
-    generation_config = build_generation_config(cfg.generation, loaded.model)
-    generation = OmegaConf.to_container(cfg.generation, resolve=True)
-    on_gpu = torch.cuda.is_available() and str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda")
-    choice = backends.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family, loaded.model,
-                             "cuda" if on_gpu else "cpu")  # fmt: skip
-    meta = {
-        "model": loaded.identity,
-        "data": data_identity(cfg, rows, TokenizedCache.digest(cached)),
-        "generation": {**generation, "precision": precision, "backend": choice.backend, "compute_type": choice.compute_type},
-    }
-    meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
-    writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
-
-    todo = remaining(rows, writer.read_shards(out))
-    module = PredictModule(loaded, family, generation_config, bool(cfg.fast_beam_cache), choice, cfg.paths.cache_dir, cfg.seed)
-    if len(todo):
-        if cfg.seed is not None:
-            L.seed_everything(cfg.seed, verbose=False)
-        collate = module.engine.collate if module.engine is not None else backends.CT2Engine.collate
-        data = PredictData(rows, todo, int(cfg.batch_size), bool(cfg.sort_by_length), collate, int(cfg.data.num_workers))
-        trainer = build_trainer(cfg, precision, [writer.ShardWriter(out)])
-        trainer.predict(module, datamodule=data, return_predictions=False)
-        module.gather_stats(trainer.strategy)
-        trainer.strategy.barrier()  # every shard is complete before rank 0 reads them
-        if not trainer.is_global_zero:
-            return {}
-    elif not is_zero:
-        return {}
-
-    # rank 0 only, after generation: ids in input order with their summaries and references
-    examples = rows.select_columns([c for c in ("id", "summary", "references") if c in rows.column_names]).to_list()
-    merged = writer.merge(out, examples)
-    stats, seconds = module.stats, module.seconds
+# --- finish (rank 0) -----------------------------------------------------------------------------------
+def finish(cfg: DictConfig, job: Job, module: PredictModule, world_size: int, started: float) -> dict[str, Any]:
+    """Merge the shards in input order, score against the references, write metrics.json and the predictions."""
+    examples = job.rows.select_columns([c for c in ("id", "summary", "references") if c in job.rows.column_names]).to_list()
+    merged = writer.merge(job.out, examples)
+    metrics = run_metrics(cfg, job, module, merged, world_size)
     # data.reference_columns: every reference of an example, else the summary column's one
     references = [e["references"] for e in examples] if "references" in examples[0] else [r.get("reference") for r in merged]
-    metrics: dict[str, Any] = {
+    if all(r is not None for r in references):
+        metrics["rouge_tokenizer"] = job.rouge_tokenizer
+        metrics["rouge"] = score_corpus([r["prediction"] for r in merged], references, job.rouge_tokenizer,
+                                        cfg.metrics.multi_reference)  # fmt: skip
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+    metrics["versions"] = versions()
+    write_json(job.out / writer.METRICS, metrics)
+    files = writer.write_outputs(job.out, merged, cfg.output.format, cfg.output.id_header, cfg.output.summary_header)
+    print_summary(metrics, files)
+    return metrics
+
+
+def _rate(count: float, seconds: float, digits: int) -> Optional[float]:
+    return round(count / seconds, digits) if seconds else None
+
+
+def run_metrics(cfg: DictConfig, job: Job, module: PredictModule, merged: list[dict[str, Any]],
+                world_size: int) -> dict[str, Any]:  # fmt: skip
+    """metrics.json's description of the run: what ran, on what, how fast (ROUGE is added by finish)."""
+    stats, seconds = module.stats, module.seconds
+    return {
         "model_dir": str(cfg.model_dir),
-        "model": loaded.source,
-        "family": loaded.family,
+        "model": job.loaded.source,
+        "family": job.loaded.family,
         "data": cfg.data.name,
         "split": cfg.data.split,
         "examples": len(merged),
         "generated_now": stats["examples"],
         "resumed": len(merged) - stats["examples"],
-        "devices": int(trainer.world_size) if len(todo) else 0,
-        "precision": precision,
+        "devices": world_size,
+        "precision": job.precision,
         "batch_size": int(cfg.batch_size),
         "sort_by_length": bool(cfg.sort_by_length),
-        "backend": choice.backend,
-        "backend_reason": choice.reason,
-        "compute_type": choice.compute_type,
+        "backend": job.choice.backend,
+        "backend_reason": job.choice.reason,
+        "compute_type": job.choice.compute_type,
         "conversion_seconds": None if module.conversion_seconds is None else round(module.conversion_seconds, 3),
         "fast_beam_cache": bool(getattr(module.engine, "fast_cache", False)),
-        "generation": generation,
-        "samples_per_second": round(stats["examples"] / seconds, 3) if seconds else None,
-        "generated_tokens_per_second": round(stats["generated_tokens"] / seconds, 1) if seconds else None,
+        "generation": OmegaConf.to_container(cfg.generation, resolve=True),
+        "samples_per_second": _rate(stats["examples"], seconds, 3),
+        "generated_tokens_per_second": _rate(stats["generated_tokens"], seconds, 1),
         "mean_generated_length": round(sum(r["gen_len"] or 0 for r in merged) / len(merged), 2),
         "padding_fraction": round(stats["input_padding"] / stats["input_tokens"], 4) if stats["input_tokens"] else None,
         "predict_seconds": round(seconds, 3),
-        "wall_seconds": round(time.perf_counter() - started, 3),
     }
-    if all(r is not None for r in references):
-        metrics["rouge_tokenizer"] = rouge_tokenizer
-        metrics["rouge"] = score_corpus([r["prediction"] for r in merged], references, rouge_tokenizer, cfg.metrics.multi_reference)
-    metrics["versions"] = versions()
-    write_json(out / writer.METRICS, metrics)
-    files = writer.write_outputs(out, merged, cfg.output.format, cfg.output.id_header, cfg.output.summary_header)
-    _print_summary(metrics, files)
-    return metrics
 
 
-def _print_summary(metrics: dict[str, Any], files: list[Path]) -> None:
+def print_summary(metrics: dict[str, Any], files: list[Path]) -> None:
     rouge = metrics.get("rouge")
     engine = metrics["backend"] + (f" {metrics['compute_type']}" if metrics["compute_type"] else "")
     parts = [f"{metrics['examples']} examples ({metrics['resumed']} from earlier shards)",
@@ -337,4 +273,3 @@ def _print_summary(metrics: dict[str, Any], files: list[Path]) -> None:
     for f in files:
         print(f"wrote {f}")
     sys.stdout.flush()
-

@@ -26,8 +26,8 @@ from typing import Any, Optional
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from sumlab.errors import SumlabError
-from sumlab.rundir import write_atomic, write_json
+from sumlab.core.errors import SumlabError
+from sumlab.core.io import write_atomic, write_json
 
 SHARDS = "shards"
 META = "meta.json"

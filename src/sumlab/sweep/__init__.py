@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
 
 TRIAL_ENV = "SUMLAB_SWEEP_TRIAL"
 

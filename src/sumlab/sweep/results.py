@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from sumlab.rundir import write_atomic, write_json
+from sumlab.core.io import write_atomic, write_json
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 

@@ -27,7 +27,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
 
 CHOICE_TYPES = (str, int, float, bool, type(None))
 

@@ -27,7 +27,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
 from sumlab.sweep import TRIAL_ENV, TrialRef, check_distributed, set_current_trial
 from sumlab.sweep.pruning import best_intermediate
 from sumlab.sweep.space import format_value, grid_values, params_to_arguments, parse_overrides

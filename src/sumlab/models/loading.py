@@ -9,20 +9,22 @@ system and user turns, end-of-turn tokens) and ROUGE tokenizer, so prompts are b
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.config import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PROMPT, enum_value
-from sumlab.errors import SumlabError
-from sumlab.family import ChatPrompt
-from sumlab.rundir import stable_hash
+from sumlab.config.schema import enum_value
+from sumlab.core.errors import SumlabError
+from sumlab.core.io import file_identity, stable_hash
+from sumlab.core.runtime import safe_precisions
+from sumlab.data.sources import load_split
+from sumlab.models import build
+from sumlab.models.hub import load_pretrained
+from sumlab.text.prompts import DEFAULT_SEPARATOR, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PROMPT, T5_PREFIX, ChatPrompt
 
-T5_TYPES = ("t5", "mt5", "umt5", "longt5")
-DEFAULT_SEPARATOR = "\nTL;DR:\n"
+T5_TYPES = ("t5", "mt5", "umt5", "longt5")  # checkpoints that read T5_PREFIX before a text to summarize
 
 
 @dataclass
@@ -34,6 +36,7 @@ class LoadedModel:
     separator: str
     chat: Optional[ChatPrompt]  # causal chat-template prompting, as the run was trained (None: separator format)
     rouge_tokenizer: Optional[str]  # the training run's metrics.tokenizer, when known
+    safe_precisions: list[str]  # the run's model.safe_precisions, else by model type (core.runtime.safe_precisions)
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
@@ -58,21 +61,9 @@ def _select(cfg: Optional[DictConfig], key: str) -> Any:
         return None
 
 
-def _file_identity(path: Path) -> str:
-    """Size and a hash of the head and tail of a weights file: cheap, and differs between trainings."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        h.update(fh.read(1 << 20))
-        if size > 1 << 21:
-            fh.seek(-(1 << 20), 2)
-            h.update(fh.read(1 << 20))
-    return f"{size}:{h.hexdigest()[:16]}"
-
-
 def _weights_identity(directory: Path) -> dict[str, str]:
     files = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")) + sorted(directory.glob("*.ckpt"))
-    return {f.name: _file_identity(f) for f in files}
+    return {f.name: file_identity(f) for f in files}
 
 
 def _is_hf_dir(path: Path) -> bool:
@@ -130,8 +121,6 @@ def _chat_prompt(overrides: DictConfig, run_cfg: Optional[DictConfig]) -> Option
 def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     from transformers import AutoConfig
 
-    from sumlab.models import load_pretrained
-
     kind, where, run, ckpt = resolve(model_dir)
     run_cfg = _run_config(run) if run is not None else None
     family = overrides.family or (enum_value(_select(run_cfg, "model.family")) if run_cfg is not None else None)
@@ -158,7 +147,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     prefix = overrides.prefix
     if prefix is None:
         run_prefix = _select(run_cfg, "model.prefix")
-        prefix = run_prefix if run_prefix is not None else ("summarize: " if model_type in T5_TYPES else "")
+        prefix = run_prefix if run_prefix is not None else (T5_PREFIX if model_type in T5_TYPES else "")
     separator = overrides.separator
     if separator is None:
         separator = _select(run_cfg, "model.separator") or DEFAULT_SEPARATOR
@@ -166,7 +155,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     if kind == "hub":
         identity.update(name=model_dir, revision=overrides.revision)
     else:
-        identity["weights"] = {ckpt.name: _file_identity(ckpt)} if ckpt is not None else _weights_identity(Path(where))
+        identity["weights"] = {ckpt.name: file_identity(ckpt)} if ckpt is not None else _weights_identity(Path(where))
         identity["config"] = stable_hash(model.config.to_dict())
     chat = _chat_prompt(overrides, run_cfg) if family == "causal" else None
     if family == "causal":
@@ -175,6 +164,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     return LoadedModel(
         model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
+        safe_precisions=safe_precisions(model_type, _select(run_cfg, "model.safe_precisions")),
         home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
     )  # fmt: skip
 
@@ -182,8 +172,6 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
 def _from_checkpoint(ckpt: Path, run: Path, run_cfg: Optional[DictConfig], family: str, cache_dir: str) -> tuple[Any, Any]:
     """The run's model with the checkpoint's weights: the run's export/ as the skeleton, else rebuilt from its config."""
     import torch
-
-    from sumlab.models import load_pretrained
 
     try:
         checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
@@ -213,9 +201,6 @@ def _from_checkpoint(ckpt: Path, run: Path, run_cfg: Optional[DictConfig], famil
 
 
 def _rebuild(run_cfg: DictConfig, cache_dir: str) -> tuple[Any, Any]:
-    from sumlab.data.sources import load_split
-    from sumlab.models import build
-
     try:
         data_cfg, model_cfg = run_cfg.data, run_cfg.model
         cache = str(OmegaConf.select(run_cfg, "paths.cache_dir") or cache_dir)

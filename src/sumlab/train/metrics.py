@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from sumlab.rouge import ROUGE_KEYS, score_references
+from sumlab.text.rouge import ROUGE_KEYS, score_references
 
 
 class RougeMetric(Metric):

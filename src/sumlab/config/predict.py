@@ -1,20 +1,13 @@
-"""Schema of `python predict.py` (conf/predict.yaml); the field comments document each key.
-
-Kept free of torch/lightning imports: ``sumlab.setup()`` registers it before Hydra parses the command line.
-"""
+"""Schema of `python predict.py` (conf/predict.yaml); the field comments document each key."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import PurePath
-from typing import Any, Optional
+from typing import Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
-from sumlab.config import DataConfig, GenerationConfig, PathsConfig, TrainerConfig
-from sumlab.rundir import plain, stable_hash
+from sumlab.config.schema import DataConfig, GenerationConfig, PathsConfig, TrainerConfig
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 
@@ -77,23 +70,3 @@ class PredictConfig:
     metrics: PredictMetricsConfig = field(default_factory=PredictMetricsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     paths: PathsConfig = MISSING
-
-
-def digest(*parts: Any) -> str:
-    """A short stable hash of config values (containers included), for directory names and fingerprints."""
-    return stable_hash([plain(p) for p in parts], 8)
-
-
-def path_name(value: Any) -> str:
-    """A readable directory-name part of a model path or hub id: outputs/train/<run>/export -> <run>."""
-    parts = [p for p in PurePath(str(value)).parts if p not in ("/", ".", "..", "export", "checkpoints")]
-    name = parts[-1] if parts else "model"
-    name = re.sub(r"\.ckpt$", "", name)
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)[-80:] or "model"
-
-
-def register_predict_configs(cs: ConfigStore) -> None:
-    cs.store(name="predict_schema", node=PredictConfig)
-    for name, resolver in (("sumlab_digest", digest), ("sumlab_path_name", path_name)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)

@@ -15,10 +15,10 @@ from torchmetrics import MeanMetric
 from transformers import GenerationConfig, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from sumlab.models import adapters
 from sumlab.family import IGNORE_INDEX, Causal, Seq2Seq, generate_texts
-from sumlab.metrics import RougeMetric
-from sumlab.predict.beam_cache import fast_beam_cache
+from sumlab.generation.beam_cache import fast_beam_cache
+from sumlab.models import adapters, dropout
+from sumlab.train.metrics import RougeMetric
 
 # The same rule as transformers' Trainer: no weight decay on biases and any norm's weights.
 NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
@@ -62,6 +62,10 @@ class SummarizationModule(L.LightningModule):
         # it out of the submodules, so state_dict and checkpoints are the same with and without it
         object.__setattr__(self, "_train_model", torch.compile(self.model) if compile else self.model)
         self._rng_to_restore: Optional[dict[str, Any]] = None
+
+    def setup(self, stage: str) -> None:
+        # transformers' attention registry is per process: a ddp_spawn rank unpickled a model set to sumlab_sdpa
+        dropout.register_attention()
 
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

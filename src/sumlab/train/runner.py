@@ -6,7 +6,7 @@ import functools
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import datasets
 import lightning.pytorch as L
@@ -17,18 +17,21 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.config import enum_value, validate
+from sumlab import sweep
+from sumlab.config.rules import validate
+from sumlab.config.schema import enum_value
+from sumlab.core.errors import SumlabError, guarded
+from sumlab.core.runtime import auto_precision, quiet_library_logs
 from sumlab.data.datamodule import SummarizationDataModule
 from sumlab.data.sources import Texts, has_split, load_raw
-from sumlab import quiet_lightning_logs, sweep
-from sumlab.errors import SumlabError, guarded
-from sumlab.family import ChatPrompt, check_packing, make_family
-from sumlab.generation import build_generation_config
-from sumlab.models.adapters import checkpoint_state
+from sumlab.family import check_packing, make_family
+from sumlab.generation.config import build_generation_config
 from sumlab.models import build
-from sumlab.module import SummarizationModule
-from sumlab.rundir import RunDir
-from sumlab.summary import print_summary
+from sumlab.models.adapters import checkpoint_state
+from sumlab.text.prompts import ChatPrompt
+from sumlab.train.module import SummarizationModule
+from sumlab.train.rundir import RunDir
+from sumlab.train.summary import print_summary
 
 
 def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:
@@ -67,18 +70,14 @@ def build_module(cfg: DictConfig, splits: dict[str, datasets.Dataset]) -> tuple[
 
 
 def training_precision(cfg: DictConfig) -> str:
-    """trainer.precision, with auto = bf16-mixed on a CUDA device that supports it (if the model allows), else 32."""
-    wanted = str(cfg.trainer.precision)
-    if wanted != "auto":
-        return wanted
-    on_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    bf16 = on_gpu and torch.cuda.is_bf16_supported() and "bf16-mixed" in cfg.model.safe_precisions
-    return "bf16-mixed" if bf16 else "32"
+    """trainer.precision, with `auto` resolved among the model's safe precisions (core.runtime.auto_precision)."""
+    return auto_precision(str(cfg.trainer.precision), cfg.trainer.accelerator, cfg.model.safe_precisions)
 
 
 def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
     kwargs["precision"] = training_precision(cfg)
+    kwargs["use_distributed_sampler"] = False  # sumlab's batch samplers give each rank its own batches
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
@@ -106,7 +105,7 @@ def run(cfg: DictConfig) -> float:
     """Train, test and export; returns the best monitored validation value (the sweep objective)."""
     validate(cfg)
     started = time.perf_counter()
-    quiet_lightning_logs()
+    quiet_library_logs()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = RunDir(cfg)
     is_zero = rank_zero_only.rank == 0
@@ -119,23 +118,7 @@ def run(cfg: DictConfig) -> float:
         if ckpt_path:
             check_checkpoint(ckpt_path, module)
         trainer = build_trainer(cfg, run_dir)
-        if cfg.train:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        best_ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        best_state = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True) if best_ckpt else {}
-        if not module.val_history:  # ddp_spawn: the history stayed in the spawned ranks
-            module.val_history = best_state.get("sumlab_val_history", [])
-        # The validation of the checkpoint that is tested and exported: after a resume, Lightning's best
-        # starts afresh in the new run directory, while the history also holds the earlier run's epochs.
-        best_val = module.best_validation(best_state.get("global_step"))
-        if "test" in splits:
-            trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt or ckpt_path, verbose=False)
-            if not module.test_metrics:  # ddp_spawn: only the logged metrics come back from the ranks
-                module.test_metrics = {
-                    k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
-                }
-        elif best_ckpt:
-            module.load_state_dict(best_state["state_dict"], strict=module.strict_loading)
+        best_ckpt, best_val = fit_and_test(cfg, trainer, module, datamodule, ckpt_path, "test" in splits)
     except SIGTERMException:  # preemption or time limit: last.ckpt was just written (callbacks.LastCheckpoint)
         if is_zero:
             run_dir.finish("interrupted", error="SIGTERM: resume with ckpt_path=last")
@@ -146,29 +129,59 @@ def run(cfg: DictConfig) -> float:
             status = "pruned" if type(ex).__name__ == "TrialPruned" else "failed"  # a sweep stopped it early
             run_dir.finish(status, error=f"{type(ex).__name__}: {ex}"[:500])
         raise
-    if not trainer.is_global_zero:
-        return float(best_val.get(cfg.metrics.monitor.split("/", 1)[-1], float("nan")))
-    export_dir = run_dir.export(module.model, module.tokenizer) if cfg.export else None
-    metrics: dict[str, Any] = {
+    if trainer.is_global_zero:
+        export_dir = run_dir.export(module.model, module.tokenizer) if cfg.export else None
+        metrics = run_metrics(cfg, run_dir, trainer, module, splits, best_val, best_ckpt, ckpt_path, export_dir)
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+        metrics["tags_added_to_vocabulary"] = added
+        run_dir.write_metrics(metrics)
+        run_dir.finish("completed")
+        print_summary(metrics)
+    return float(best_val.get(cfg.metrics.monitor.split("/", 1)[-1], float("nan")))
+
+
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: SummarizationModule, datamodule: SummarizationDataModule,
+                 ckpt_path: Optional[str], test: bool) -> tuple[Optional[str], dict[str, float]]:  # fmt: skip
+    """fit, then test the best checkpoint (or keep its weights); (best checkpoint, its validation metrics)."""
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    best_ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    best_state = torch.load(best_ckpt, map_location="cpu", weights_only=False, mmap=True) if best_ckpt else {}
+    if not module.val_history:  # ddp_spawn: the history stayed in the spawned ranks
+        module.val_history = best_state.get("sumlab_val_history", [])
+    # The validation of the checkpoint that is tested and exported: after a resume, Lightning's best
+    # starts afresh in the new run directory, while the history also holds the earlier run's epochs.
+    best_val = module.best_validation(best_state.get("global_step"))
+    if test:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt or ckpt_path, verbose=False)
+        if not module.test_metrics:  # ddp_spawn: only the logged metrics come back from the ranks
+            module.test_metrics = {
+                k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")
+            }
+    elif best_ckpt:
+        module.load_state_dict(best_state["state_dict"], strict=module.strict_loading)
+    return best_ckpt, best_val
+
+
+def run_metrics(cfg: DictConfig, run_dir: RunDir, trainer: L.Trainer, module: SummarizationModule,
+                splits: dict[str, Any], best_val: dict[str, float], best_ckpt: Optional[str],
+                resumed_from: Optional[str], export_dir: Any) -> dict[str, Any]:  # fmt: skip
+    """metrics.json: what ran, how it scored (validation of the best checkpoint, test), how fast."""
+    seconds = module.train_seconds
+    return {
         "run_dir": str(run_dir.path),
         "model": cfg.model.name,
         "data": cfg.data.name,
         "monitor": cfg.metrics.monitor,
+        "mode": cfg.metrics.mode,
         "validation": best_val,
         "test": module.test_metrics,
         "examples": {s: len(v) if isinstance(v, datasets.Dataset) else None for s, v in splits.items()},  # streams: unknown
-        "tags_added_to_vocabulary": added,
         "global_step": trainer.global_step,
         "train_tokens": module.train_tokens,
-        "train_seconds": round(module.train_seconds, 3),
-        "train_tokens_per_second": round(module.train_tokens / module.train_seconds, 1) if module.train_seconds else None,
-        "wall_seconds": round(time.perf_counter() - started, 3),
+        "train_seconds": round(seconds, 3),
+        "train_tokens_per_second": round(module.train_tokens / seconds, 1) if seconds else None,
         "best_checkpoint": best_ckpt,
-        "resumed_from": ckpt_path,
+        "resumed_from": resumed_from,
         "export_dir": str(export_dir) if export_dir else None,
     }
-    run_dir.write_metrics(metrics)
-    run_dir.finish("completed")
-    print_summary(metrics)
-    key = cfg.metrics.monitor.split("/", 1)[-1]
-    return float(best_val.get(key, float("nan")))

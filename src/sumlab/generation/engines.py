@@ -44,15 +44,14 @@ from typing import Any, Optional
 
 import torch
 
+from sumlab.core.errors import SumlabError
 from sumlab.data.cache import source_column
-from sumlab.errors import SumlabError
 from sumlab.family import Causal, Seq2Seq, decode, generate_texts
-from sumlab.predict.beam_cache import fast_beam_cache
+from sumlab.generation.beam_cache import fast_beam_cache
 
 BACKENDS = ("auto", "ctranslate2", "hf")
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16", "int8_bfloat16")
 CACHE_PREFIX = "ctranslate2"
-_SAFE_HALF = ("t5", "mt5", "umt5", "longt5")  # overflow in float16: use bfloat16 or float32
 
 
 @dataclass
@@ -88,8 +87,8 @@ def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
     return None
 
 
-def resolve_compute_type(requested: str, device: str, model_type: str) -> str:
-    """`auto`: float32 on CPU (outputs equal to hf), bfloat16 (else float16, float32 for T5) on a GPU."""
+def resolve_compute_type(requested: str, device: str, safe_precisions: list[str]) -> str:
+    """`auto`: float32 on CPU (outputs equal to hf), bfloat16 (else float16 where the model is safe in it) on a GPU."""
     if requested != "auto":
         return requested
     if device != "cuda":
@@ -99,10 +98,11 @@ def resolve_compute_type(requested: str, device: str, model_type: str) -> str:
     supported = ctranslate2.get_supported_compute_types("cuda")
     if "bfloat16" in supported:
         return "bfloat16"
-    return "float16" if "float16" in supported and model_type not in _SAFE_HALF else "float32"
+    return "float16" if "float16" in supported and "16-mixed" in safe_precisions else "float32"
 
 
-def choose(requested: str, compute_type: str, gen: Any, family: str, model: Any, device: str) -> Choice:
+def choose(requested: str, compute_type: str, gen: Any, family: str, model: Any, device: str,
+           safe_precisions: list[str]) -> Choice:
     """Which engine runs: `auto` takes CTranslate2 where it honours everything, else hf and says why."""
     if requested == "hf":
         return Choice("hf", None, "backend=hf")
@@ -111,7 +111,7 @@ def choose(requested: str, compute_type: str, gen: Any, family: str, model: Any,
         if requested == "ctranslate2":
             raise SumlabError(f"backend=ctranslate2 cannot honour {missing}: pass backend=hf (or change the setting)")
         return Choice("hf", None, f"auto: CTranslate2 cannot honour {missing}")
-    resolved = resolve_compute_type(compute_type, device, getattr(model.config, "model_type", ""))
+    resolved = resolve_compute_type(compute_type, device, safe_precisions)
     return Choice("ctranslate2", resolved, f"{requested}: CTranslate2 supports this model and every generation setting")
 
 

@@ -9,72 +9,27 @@ person reads is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
 import re
 import shutil
-import subprocess
-import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sumlab.errors import SumlabError
+from sumlab.core.errors import SumlabError
+from sumlab.core.io import git_commit, plain, stable_hash, versions, write_atomic, write_json
+from sumlab.models import adapters
 
 # Config subtrees that define "the same experiment" for ckpt_path=last (trainer and paths may change).
 FINGERPRINT_KEYS = ("model", "data", "optim", "generation", "qlora", "metrics", "seed")
-PACKAGES = ("sumlab", "torch", "transformers", "lightning", "hydra-core", "tokenizers", "torchmetrics", "peft")
 # A YAML key or override name that *ends* in a secret word (HF_TOKEN, WANDB_API_KEY, db_password),
 # so tokenizer: or max_new_tokens: are left alone.
 SECRET_LINE = re.compile(r"(?im)^(\s*-?\s*[\w.+~]*(token|api_?key|secret|password)\s*[:=]\s*).+$")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def plain(value: Any) -> Any:
-    """A config node as resolved plain containers; any other value unchanged."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def stable_hash(value: Any, length: int = 16) -> str:
-    """A short hash of plain data, the same in every process and run (key order ignored)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
 def fingerprint(cfg: DictConfig) -> str:
     return stable_hash({k: plain(cfg[k]) for k in FINGERPRINT_KEYS})
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def git_commit(root: str) -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 class RunDir:
@@ -137,8 +92,6 @@ class RunDir:
 
         With LoRA/QLoRA: the merged full-precision model, and the adapter itself in ``export/adapter/``.
         """
-        from sumlab.models import adapters
-
         tmp = self.path / ".export.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         if adapters.is_adapted(model):

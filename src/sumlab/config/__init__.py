@@ -1,0 +1,33 @@
+"""Configs are the interface: schemas (:mod:`.schema` for train.py, :mod:`.predict` for predict.py), cross-key
+rules (:mod:`.rules`), and their registration in Hydra's ConfigStore (:func:`register_configs`).
+
+Importing this package loads no torch: ``sumlab.setup()`` registers the schemas before Hydra parses the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from sumlab.config.predict import PredictConfig
+from sumlab.config.schema import TrainConfig
+from sumlab.core.io import digest, path_name
+
+
+def register_configs() -> None:
+    """The two schemas, named as the entry points' defaults lists name them, and the resolvers presets use."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    resolvers = {
+        # Run directories: time + pid + random, unique even for runs started in the same second.
+        "sumlab_uid": (lambda: f"{os.getpid():x}{secrets.token_hex(2)}", True),
+        "sumlab_digest": (digest, False),  # predict.py's run_name: a hash of the generation settings
+        "sumlab_path_name": (path_name, False),  # predict.py's run_name: the model directory's readable part
+    }
+    for name, (resolver, use_cache) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=use_cache)

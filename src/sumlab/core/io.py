@@ -1,0 +1,88 @@
+"""Files a person reads are written whole or not at all; short stable hashes of config values; what ran it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path, PurePath
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+PACKAGES = ("sumlab", "torch", "transformers", "lightning", "hydra-core", "tokenizers", "torchmetrics", "peft", "ctranslate2")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def plain(value: Any) -> Any:
+    """A config node as resolved plain containers; any other value unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """A short hash of plain data, the same in every process and run (key order ignored)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of config values (containers included), for directory names and fingerprints."""
+    return stable_hash([plain(p) for p in parts], 8)
+
+
+def path_name(value: Any) -> str:
+    """A readable directory-name part of a model path or hub id: outputs/train/<run>/export -> <run>."""
+    parts = [p for p in PurePath(str(value)).parts if p not in ("/", ".", "..", "export", "checkpoints")]
+    name = parts[-1] if parts else "model"
+    name = re.sub(r"\.ckpt$", "", name)
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name)[-80:] or "model"
+
+
+def file_identity(path: Path) -> str:
+    """Size and a hash of the head and tail of a (weights) file: cheap, and differs between trainings."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 1 << 21:
+            fh.seek(-(1 << 20), 2)
+            h.update(fh.read(1 << 20))
+    return f"{size}:{h.hexdigest()[:16]}"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit(root: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
