@@ -50,6 +50,7 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
     from omegaconf import OmegaConf
     from transformers import AutoModelForSeq2SeqLM
 
+    from sumlab.config.schema import enabled
     from sumlab.models import adapters
 
     qlora = OmegaConf.create({"method": method, "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": None,
@@ -61,7 +62,7 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
     kwargs = adapters.load_kwargs(qlora, accelerator)
     started = time.perf_counter()
     model = AutoModelForSeq2SeqLM.from_pretrained(base, **kwargs)
-    if adapters.enabled(qlora):
+    if enabled(qlora):
         model = adapters.apply(model, None, qlora, model_cfg, 0, kwargs)
     if not adapters.is_quantized(model):
         model.to(device)

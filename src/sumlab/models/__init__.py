@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from sumlab.config.schema import enum_value
+from sumlab.config.schema import enabled, enum_value
 from sumlab.family import end_of_turn_ids
 from sumlab.models import adapters, dropout
 from sumlab.models.hub import load_pretrained
@@ -60,7 +60,7 @@ def build(
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if adapters.enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
+    if enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
         model = adapters.apply(model, tokenizer, qlora_cfg, model_cfg, added, quantized_load)
     if model_cfg.get("fast_dropout", True):  # after adapters: LoRA's dropout too (.get: run configs saved before the key)
         dropout.enable(model)
