@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,14 +127,140 @@ def test_plugin_discovered() -> None:
 
 
 def test_leaderboard_orders_best_first(tmp_path: Path) -> None:
-    for name, score, monitor in [("a", 0.2, "val/rouge_combined"), ("b", 0.5, "val/rouge_combined"), ("c", None, "val/rouge_combined")]:
+    for name, score, monitor in [("a", 0.2, "val/rouge_combined"), ("b", 0.5, "val/rouge_combined"),
+                                 ("c", None, "val/rouge_combined")]:  # fmt: skip
         run = tmp_path / "outputs" / name
         run.mkdir(parents=True)
         (run / "run.json").write_text(json.dumps({"status": "completed" if score is not None else "failed"}))
         if score is not None:
-            (run / "metrics.json").write_text(json.dumps({"monitor": monitor, "model": "m", "validation": {"rouge_combined": score}}))
+            metrics = {"monitor": monitor, "model": "m", "validation": {"rouge_combined": score}}
+            (run / "metrics.json").write_text(json.dumps(metrics))
     frame = leaderboard([tmp_path / "outputs"])
     assert [Path(p).name for p in frame["run_dir"]] == ["b", "a", "c"]
     assert list(frame["rank"]) == [1, 2, 3]
     table = markdown_table(frame, ["rank", "score", "run_dir"])
     assert table.splitlines()[2].startswith("| 1 | 0.5000 |")
+
+
+def make_run(root: Path, name: str, monitor: str, score: float, mode_in_metrics: str | None,
+             mode_in_config: str | None) -> None:
+    """A run directory as train.run leaves it (run.json, metrics.json, .hydra/config.yaml), without training."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "completed"}))
+    metrics = {"monitor": monitor, "model": "m", "validation": {monitor.split("/", 1)[-1]: score}}
+    if mode_in_metrics is not None:
+        metrics["mode"] = mode_in_metrics
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    if mode_in_config is not None:
+        config = f"seed: 1\nmetrics:\n  monitor: {monitor}\n  mode: {mode_in_config}\n"
+        (run / ".hydra" / "config.yaml").write_text(config)
+
+
+@pytest.mark.parametrize("where", ["metrics.json", "config.yaml"])
+def test_leaderboard_ranks_a_minimized_monitor_lowest_first(tmp_path: Path, where: str) -> None:
+    # val/gen_len has no "loss" in its name: only metrics.mode says lower is better
+    for name, score in [("long", 14.0), ("short", 9.0), ("mid", 11.5)]:
+        make_run(tmp_path, name, "val/gen_len", score, *(("min", None) if where == "metrics.json" else (None, "min")))
+    frame = leaderboard([tmp_path])
+    assert [Path(p).name for p in frame["run_dir"]] == ["short", "mid", "long"]
+    assert list(frame["score"]) == [9.0, 11.5, 14.0]
+    assert set(frame["mode"]) == {"min"}
+
+
+@pytest.mark.parametrize("where", ["metrics.json", "config.yaml", "nowhere"])
+def test_leaderboard_ranks_a_maximized_monitor_highest_first(tmp_path: Path, where: str) -> None:
+    # val/loss_ratio contains "loss" yet is maximized here; with no mode anywhere, max is the default
+    modes = {"metrics.json": ("max", None), "config.yaml": (None, "max"), "nowhere": (None, None)}[where]
+    for name, score in [("low", 0.1), ("high", 0.9), ("mid", 0.5)]:
+        make_run(tmp_path, name, "val/loss_ratio", score, *modes)
+    frame = leaderboard([tmp_path])
+    assert [Path(p).name for p in frame["run_dir"]] == ["high", "mid", "low"]
+    assert list(frame["rank"]) == [1, 2, 3]
+
+
+def test_leaderboard_metrics_mode_wins_over_the_config(tmp_path: Path) -> None:
+    for name, score in [("a", 1.0), ("b", 2.0)]:
+        make_run(tmp_path, name, "val/gen_len", score, "min", "max")
+    assert [Path(p).name for p in leaderboard([tmp_path])["run_dir"]] == ["a", "b"]
+
+
+# --- layering ---------------------------------------------------------------------------------------
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Every module under src/ -> the src modules it imports, module level or inside functions (a static reading)."""
+    files = {".".join(f.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): f for f in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names}
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def cycles_through(graph: dict[str, set[str]], prefixes: tuple[str, ...]) -> list[list[str]]:
+    """Import cycles that pass through a module whose name starts with one of the prefixes."""
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycle = path[path.index(nxt):] + [nxt]
+                if any(m.startswith(prefixes) for m in cycle):
+                    found.append(cycle)
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    return found
+
+
+SWEEP_MODULES = ("sumlab.sweep", "hydra_plugins")
+
+
+def test_sweep_imports_go_one_way() -> None:
+    graph = module_imports()
+    assert cycles_through(graph, SWEEP_MODULES) == []
+    # the package is the top of sumlab.sweep: no module inside imports it back
+    assert [m for m, targets in graph.items() if m.startswith("sumlab.sweep.") and "sumlab.sweep" in targets] == []
+    assert "sumlab.sweep.study" in graph["hydra_plugins.sumlab_optuna_sweeper.sweeper"]  # the reading sees lazy imports
+
+
+def test_sweep_package_and_plugin_import_without_optuna_or_side_effects() -> None:
+    code = (
+        "import sys, warnings\n"
+        "import sumlab.sweep, hydra_plugins.sumlab_optuna_sweeper.sweeper\n"
+        "assert 'optuna' not in sys.modules and 'torch' not in sys.modules, 'heavy import'\n"
+        "import optuna, lightning.pytorch, pandas; before = list(warnings.filters)  # their own filters\n"
+        "import sumlab.sweep.study\n"
+        "assert warnings.filters == before, 'warning filters changed at import'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_sweeper_takes_the_dataclass_keys_only() -> None:
+    from hydra_plugins.sumlab_optuna_sweeper.sweeper import SumlabOptunaSweeper
+
+    sweeper = SumlabOptunaSweeper(sampler={"_target_": "optuna.samplers.RandomSampler"}, pruner={"_target_": None},
+                                  n_trials=3)  # fmt: skip
+    assert sweeper.conf.n_trials == 3 and sweeper.conf.direction == "maximize" and sweeper.conf.grace_period == 180
+    with pytest.raises(TypeError, match="n_trails"):
+        SumlabOptunaSweeper(sampler=None, pruner=None, n_trails=3)
+    with pytest.raises(TypeError, match="sampler"):
+        SumlabOptunaSweeper(pruner=None)

@@ -49,8 +49,9 @@ def sweep_cmd(sweep_dir: Path, *extra: str, study: str = "t", n_trials: int = 4)
 
 
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "SUMLAB_OUTPUT_DIR": str(tmp_path / "outputs"), "SUMLAB_SWEEP_DIR": str(tmp_path / "multirun"),
-            "PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "disabled", **extra}  # fmt: skip
+    return {**os.environ, "SUMLAB_OUTPUT_DIR": str(tmp_path / "outputs"),
+            "SUMLAB_SWEEP_DIR": str(tmp_path / "multirun"), "PYTHONPATH": str(ROOT / "tests"),
+            "WANDB_MODE": "disabled", **extra}  # fmt: skip
 
 
 def run(cmd: list[str], tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
@@ -68,7 +69,8 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def test_interrupted_sweep_resumes_to_n_trials_and_writes_results(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     cmd = sweep_cmd(sweep_dir, n_trials=4)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
     deadline = time.monotonic() + 300
     db = sweep_dir / "optuna.db"
     while time.monotonic() < deadline and proc.poll() is None:  # interrupt once one trial finished
@@ -98,6 +100,12 @@ def test_interrupted_sweep_resumes_to_n_trials_and_writes_results(tmp_path: Path
     points = [tuple(sorted(t.params.items())) for t in done]
     assert len(points) == len(set(points)), "a resumed sweep replayed a point"
 
+    check_results(sweep_dir, study, done)
+    check_leaderboard_and_notebook(tmp_path, sweep_dir, study, done)
+
+
+def check_results(sweep_dir: Path, study: optuna.Study, done: list[optuna.trial.FrozenTrial]) -> None:
+    """sweep_summary.json, trials.csv, plots/ and one directory per trial."""
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert summary["best"]["number"] == study.best_trial.number
     assert summary["best"]["value"] == pytest.approx(study.best_value)
@@ -115,8 +123,12 @@ def test_interrupted_sweep_resumes_to_n_trials_and_writes_results(tmp_path: Path
         assert Path(t.user_attrs["run_dir"]).name == str(t.number)
         assert f"batch_size: {t.params['data.batch_size']}" in cfg
 
-    # the leaderboard over every run, and the notebook on this sweep's output
-    board = run([sys.executable, "-m", "sumlab.sweep.results", str(tmp_path / "multirun"), str(sweep_dir), "--out", str(tmp_path)], tmp_path)
+
+def check_leaderboard_and_notebook(tmp_path: Path, sweep_dir: Path, study: optuna.Study,
+                                   done: list[optuna.trial.FrozenTrial]) -> None:  # fmt: skip
+    """The leaderboard over every run, and the notebook on this sweep's output."""
+    board = run([sys.executable, "-m", "sumlab.sweep.results", str(tmp_path / "multirun"), str(sweep_dir),
+                 "--out", str(tmp_path)], tmp_path)  # fmt: skip
     assert board.returncode == 0, board.stderr
     board_text = (tmp_path / "leaderboard.csv").read_text()
     assert all(t.user_attrs["run_dir"] in board_text for t in done)  # every finished trial is on the board
@@ -156,12 +168,15 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     assert len(workers) == 2, workers
     by_worker = {w: [t for t in done if t.user_attrs["worker"] == w] for w in workers}
     a, b = by_worker.values()
-    assert any(x.datetime_start < y.datetime_complete and y.datetime_start < x.datetime_complete for x in a for y in b), \
-        "the two workers never ran trials at the same time"
+    overlap = any(x.datetime_start < y.datetime_complete and y.datetime_start < x.datetime_complete
+                  for x in a for y in b)  # fmt: skip
+    assert overlap, "the two workers never ran trials at the same time"
     assert len({t.user_attrs["run_dir"] for t in done}) == 4
 
 
 def test_bad_trial_is_pruned_and_crashing_trial_fails(tmp_path: Path) -> None:
+    """A trial whose training raises fails with the exception; one whose config a rule refuses (sumlab's one-line
+    error, exit 2, no exception) fails with that line; a diverging one is pruned; the sweep goes on."""
     sweep_dir = tmp_path / "sweep"
     cmd = [
         sys.executable, "train.py", "-m", "sweeper=hyperparameter_sweep",
@@ -170,18 +185,24 @@ def test_bad_trial_is_pruned_and_crashing_trial_fails(tmp_path: Path) -> None:
         "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
         "metrics.monitor=val/loss", "metrics.mode=min",
         "optim.lr=tag(log, interval(1e-4, 1e4))", "optim.scheduler=choice(linear, no_such_schedule)",
-        "hydra.sweeper.enqueue_trials=[{optim.lr:0.002,optim.scheduler:linear},"
-        "{optim.lr:0.002,optim.scheduler:no_such_schedule},{optim.lr:5000.0,optim.scheduler:linear}]",
+        "optim.warmup_ratio=choice(0.0, 1.5)",
+        "hydra.sweeper.enqueue_trials=[{optim.lr:0.002,optim.scheduler:linear,optim.warmup_ratio:0.0},"
+        "{optim.lr:0.002,optim.scheduler:no_such_schedule,optim.warmup_ratio:0.0},"
+        "{optim.lr:0.002,optim.scheduler:linear,optim.warmup_ratio:1.5},"
+        "{optim.lr:5000.0,optim.scheduler:linear,optim.warmup_ratio:0.0}]",
         "data.batch_size=8", "optim.label_smoothing=0.0", "optim.weight_decay=0.0", "trainer.accumulate_grad_batches=1",
-        "generation.num_beams=1", "optim.warmup_ratio=0.0", *TINY, "trainer.max_epochs=3",
+        "generation.num_beams=1", *TINY, "trainer.max_epochs=3",
     ]  # fmt: skip
     result = run(cmd, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load(sweep_dir, "prune").get_trials()
     states = [t.state for t in trials]
-    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED], [(t.number, t.state, t.params) for t in trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED], \
+        [(t.number, t.state, t.params) for t in trials]
     assert "no_such_schedule" in trials[1].user_attrs["error"]
-    pruned = trials[2]
+    assert trials[2].user_attrs["error"] == "optim.warmup_ratio=1.5 must be in [0, 1)"  # the line the trial reported
+    assert "error: optim.warmup_ratio=1.5 must be in [0, 1)" in result.stderr
+    pruned = trials[3]
     assert len(pruned.intermediate_values) < 3  # stopped before its last epoch
     assert json.loads((Path(pruned.user_attrs["run_dir"]) / "run.json").read_text())["status"] == "pruned"
     csv = (sweep_dir / "trials.csv").read_text()
@@ -197,19 +218,21 @@ def test_ddp_in_a_sweep_is_refused(tmp_path: Path) -> None:
     assert not (sweep_dir / "0").exists()  # refused before any trial started
 
 
-@pytest.mark.skipif(os.environ.get("SUMLAB_TEST_DDP_SPAWN") != "1", reason="about a minute on 2 cores: SUMLAB_TEST_DDP_SPAWN=1")
 def test_ddp_spawn_ranks_train_with_the_trials_hyperparameters(tmp_path: Path) -> None:
+    """One trial, two spawned ranks, one batch each: every rank trains with the trial's sampled learning rate."""
     sweep_dir = tmp_path / "sweep"
     cmd = sweep_cmd(
         sweep_dir, "trainer.strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu",
         "+callbacks.rank_probe._target_=sweep_probe.RankProbe", "+callbacks.rank_probe.out_dir=${paths.run_dir}/probe",
+        "data.synthetic_sizes={train:4,validation:2,test:2}", "data.batch_size=2", "generation.max_new_tokens=2",
         "test=false", "trainer.max_epochs=1", study="ddp", n_trials=1,
     )  # fmt: skip
     result = run(cmd, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (trial,) = load(sweep_dir, "ddp").get_trials()
     assert trial.state == TrialState.COMPLETE, trial.user_attrs
-    probes = [json.loads(p.read_text()) for p in sorted((Path(trial.user_attrs["run_dir"]) / "probe").glob("rank*.json"))]
+    probe_dir = Path(trial.user_attrs["run_dir"]) / "probe"
+    probes = [json.loads(p.read_text()) for p in sorted(probe_dir.glob("rank*.json"))]
     assert [p["rank"] for p in probes] == [0, 1] and probes[0]["pid"] != probes[1]["pid"]
     for p in probes:
         assert p["world_size"] == 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
 import torch
 from conftest import compose_config
+from hydra.errors import ConfigCompositionException
 
 from sumlab.config.rules import validate
 from sumlab.core.errors import SumlabError

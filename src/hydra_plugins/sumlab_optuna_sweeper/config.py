@@ -2,6 +2,9 @@
 No `from __future__ import annotations` here: Hydra loads plugin modules outside sys.modules, where
 dataclasses cannot resolve string annotations.
 
+``SumlabOptunaSweeperConf`` is the one place the sweeper's keys, defaults and documentation (the field comments)
+live: the plugin class takes Hydra's values as they come and checks their names against it.
+
 The keys follow hydra-optuna-sweeper (``n_trials``, ``study_name``, ``storage``, ``direction``,
 ``sampler``, ``params``, ``custom_search_space``, ``n_jobs``) so its users feel at home.
 """
@@ -20,19 +23,23 @@ class SumlabOptunaSweeperConf:
     _recursive_: bool = False  # sampler and pruner are built per sweep (the grid needs the space, seeds the worker)
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
 
-    sampler: Any = MISSING  # {_target_: an optuna.samplers class, seed: ...}; group hydra/sweeper/sampler: tpe, random, grid, cmaes
-    pruner: Any = MISSING  # {_target_: an optuna.pruners class, ...}; group hydra/sweeper/pruner: none, median, hyperband
+    # {_target_: an optuna.samplers class, seed: ...}; group hydra/sweeper/sampler: tpe, random, grid, cmaes
+    sampler: Any = MISSING
+    # {_target_: an optuna.pruners class, ...}; group hydra/sweeper/pruner: none, median, hyperband
+    pruner: Any = MISSING
     direction: str = "maximize"  # maximize or minimize (max/min too: presets use ${metrics.mode})
     storage: Optional[str] = None  # any Optuna storage URL; null: sqlite:///<sweep dir>/optuna.db
     study_name: Optional[str] = None  # null: "sumlab"; a storage holds many studies by name
     n_trials: int = 20  # finished (COMPLETE + PRUNED) trials the study ends with, across workers and resumes
-    n_jobs: int = 1  # trials per launcher batch (parallel launchers such as submitit); use workers for local parallelism
-    params: Optional[dict[str, Any]] = None  # key -> choice(...), range(...), interval(...), tag(log, interval(...)) or a value
+    # trials per launcher batch (parallel launchers such as submitit); use workers for local parallelism
+    n_jobs: int = 1
+    # key -> choice(...), range(...), interval(...), tag(log, interval(...)) or a value
+    params: Optional[dict[str, Any]] = None
     custom_search_space: Optional[str] = None  # dotted path of fn(cfg, trial) that suggests more parameters
     enqueue_trials: Optional[list[Any]] = None  # parameter sets to try first (a new study only): [{optim.lr: 1e-3}]
     max_consecutive_failures: int = 5  # stop the sweep (exit 2) after this many failed trials in a row; 0: never
     heartbeat_interval: Optional[int] = 60  # seconds; a killed worker's RUNNING trial is failed after grace_period
-    grace_period: Optional[int] = 180
+    grace_period: Optional[int] = 180  # seconds without a heartbeat before a RUNNING trial counts as failed
     poll_seconds: float = 5.0  # how often a worker waiting for others' last trials checks the study
 
 
@@ -44,8 +51,10 @@ SAMPLERS = {
 }
 PRUNERS = {
     "none": {"_target_": None},
-    "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
-    "hyperband": {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "max_resource": "auto", "reduction_factor": 3},
+    "median": {"_target_": "optuna.pruners.MedianPruner",
+               "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
+    "hyperband": {"_target_": "optuna.pruners.HyperbandPruner",
+                  "min_resource": 1, "max_resource": "auto", "reduction_factor": 3},
 }
 
 

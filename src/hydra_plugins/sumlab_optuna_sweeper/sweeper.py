@@ -2,39 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import dataclasses
+from typing import Any, Optional
 
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
-from hydra_plugins.sumlab_optuna_sweeper import config as _config  # noqa: F401  (registers the configs)
+from hydra_plugins.sumlab_optuna_sweeper.config import SumlabOptunaSweeperConf  # importing it registers the configs
+
+# What Hydra passes: every field but its own instantiation keys and the defaults list it consumed.
+HYDRA_KEYS = ("_target_", "_recursive_", "defaults")
+KEYS = tuple(f.name for f in dataclasses.fields(SumlabOptunaSweeperConf) if f.name not in HYDRA_KEYS)
+
+
+def sweeper_conf(values: dict[str, Any]) -> SumlabOptunaSweeperConf:
+    """``hydra.sweeper``'s values as the dataclass, whose defaults and field comments are the one documentation."""
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise TypeError(f"SumlabOptunaSweeper: unknown hydra.sweeper keys {unknown}; known: {', '.join(KEYS)}")
+    conf = SumlabOptunaSweeperConf(**values)
+    missing = [k for k in KEYS if isinstance(getattr(conf, k), str) and getattr(conf, k) == MISSING]
+    if missing:
+        raise TypeError(f"SumlabOptunaSweeper: hydra.sweeper needs {missing} (Hydra's defaults list gives them)")
+    return conf
 
 
 class SumlabOptunaSweeper(Sweeper):
-    def __init__(
-        self,
-        sampler: Any = None,
-        pruner: Any = None,
-        direction: str = "maximize",
-        storage: Optional[str] = None,
-        study_name: Optional[str] = None,
-        n_trials: int = 20,
-        n_jobs: int = 1,
-        params: Optional[DictConfig] = None,
-        custom_search_space: Optional[str] = None,
-        enqueue_trials: Optional[Sequence[Any]] = None,
-        max_consecutive_failures: int = 5,
-        heartbeat_interval: Optional[int] = 60,
-        grace_period: Optional[int] = 180,
-        poll_seconds: float = 5.0,
-    ) -> None:
-        self.sampler, self.pruner, self.direction = sampler, pruner, direction
-        self.storage, self.study_name, self.n_trials, self.n_jobs = storage, study_name, n_trials, n_jobs
-        self.params, self.custom_search_space, self.enqueue_trials = params, custom_search_space, enqueue_trials
-        self.max_consecutive_failures = max_consecutive_failures
-        self.heartbeat_interval, self.grace_period, self.poll_seconds = heartbeat_interval, grace_period, poll_seconds
+    def __init__(self, **conf: Any) -> None:
+        self.conf = sweeper_conf(conf)
         self.config: Optional[DictConfig] = None
         self.launcher: Any = None
         self.hydra_context: Optional[HydraContext] = None
@@ -47,6 +44,7 @@ class SumlabOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        from sumlab.sweep.study import SweepLoop
+        from sumlab.sweep.study import SweepLoop  # Optuna: only when a sweep starts
 
-        SweepLoop(self, arguments).run()
+        assert self.config is not None, "Hydra calls setup() before sweep()"
+        SweepLoop(self.conf, self.config, self.launcher, arguments).run()

@@ -25,8 +25,13 @@ def one_line(ex: BaseException) -> str:
     return " ".join(text.split())  # Hydra lists options on separate, tab-indented lines
 
 
+last_reported = ""  # the last line report() wrote; the sweeper reads it to record why a trial exited
+
+
 def report(ex: BaseException) -> None:
-    sys.stderr.write(f"error: {one_line(ex)}\n")
+    global last_reported
+    last_reported = one_line(ex)
+    sys.stderr.write(f"error: {last_reported}\n")
     sys.stderr.flush()
 
 

@@ -15,12 +15,12 @@ from typing import Any, Optional
 import lightning.pytorch as L
 import optuna
 
-from sumlab.sweep import TrialRef
+from sumlab.sweep.storage import build_pruner, open_storage
+from sumlab.sweep.trial import TrialRef
 
 
 def load_trial(ref: TrialRef) -> optuna.Trial:
-    from sumlab.sweep.study import build_pruner, open_storage
-
+    """The running trial, in this process: its study with the same pruner (a sampler is never asked here)."""
     study = optuna.load_study(
         study_name=ref.study_name, storage=open_storage(ref.storage),
         sampler=optuna.samplers.RandomSampler(), pruner=build_pruner(ref.pruner),
@@ -60,7 +60,8 @@ class OptunaPruningCallback(L.Callback):
                 self.trial.report(value, step=self.reports)
                 if self.trial.should_prune():
                     prune = True
-                    message = f"pruned at validation {self.reports} (epoch {trainer.current_epoch}): {self.monitor}={value:.4g}"
+                    where = f"validation {self.reports} (epoch {trainer.current_epoch})"
+                    message = f"pruned at {where}: {self.monitor}={value:.4g}"
                     self.trial.set_user_attr("pruned", message)
         if trainer.world_size > 1:
             prune = bool(trainer.strategy.broadcast(prune, src=0))

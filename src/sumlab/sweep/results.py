@@ -5,7 +5,7 @@ Per sweep directory: ``sweep_summary.json`` (best value, parameters, run directo
 ``plots/`` (optimization history, parameter importance, parallel coordinates, intermediate values:
 PNG via matplotlib and interactive HTML via plotly). ``python -m sumlab.sweep.results [ROOT...]``
 (``make results``) gathers every run under the output roots into ``leaderboard.csv`` and
-``leaderboard.md``, best first.
+``leaderboard.md``, best first (lowest first for a run whose ``metrics.mode`` is min).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import pandas as pd
+import yaml
 
 from sumlab.core.io import write_atomic, write_json
 
@@ -47,7 +48,8 @@ def trials_frame(study: Any) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         run_dir = t.user_attrs.get("run_dir")
         metrics = _read_json(Path(run_dir) / "metrics.json") if run_dir else None
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        started, completed = t.datetime_start, t.datetime_complete
+        duration = (completed - started).total_seconds() if completed and started else None
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         rows.append({
             "number": t.number,
@@ -173,6 +175,7 @@ def leaderboard(roots: Iterable[str | Path]) -> pd.DataFrame:
             "model": metrics.get("model"),
             "data": metrics.get("data"),
             "monitor": monitor,
+            "mode": _mode(run_dir, metrics),
             "score": (metrics.get("validation") or {}).get(key),
             **_flat_metrics(metrics),
             **trial_info.get(run_dir, {}),
@@ -180,13 +183,25 @@ def leaderboard(roots: Iterable[str | Path]) -> pd.DataFrame:
             "wall_s": metrics.get("wall_seconds"),
         })  # fmt: skip
     frame = pd.DataFrame(rows)
-    if len(frame):
-        frame["_minimize"] = frame["monitor"].astype(str).str.contains("loss")
-        frame["_key"] = [(-s if not m else s) if isinstance(s, (int, float)) and not _isnan(s) else math.inf
-                         for s, m in zip(frame["score"], frame["_minimize"])]  # fmt: skip
-        frame = frame.sort_values(["_key", "run_dir"]).drop(columns=["_key", "_minimize"]).reset_index(drop=True)
+    if len(frame):  # best first: the lowest score of a minimized monitor, the highest of a maximized one; no score last
+        frame["_key"] = [(s if m == "min" else -s) if isinstance(s, (int, float)) and not _isnan(s) else math.inf
+                         for s, m in zip(frame["score"], frame["mode"])]  # fmt: skip
+        frame = frame.sort_values(["_key", "run_dir"]).drop(columns=["_key"]).reset_index(drop=True)
         frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame
+
+
+def _mode(run_dir: Path, metrics: dict[str, Any]) -> str:
+    """The monitor's direction, min or max: metrics.json's mode, else the run's config (metrics.mode), else max."""
+    mode = metrics.get("mode")
+    if mode is None:
+        try:
+            config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            config = None
+        metrics_cfg = config.get("metrics") if isinstance(config, dict) else None
+        mode = metrics_cfg.get("mode") if isinstance(metrics_cfg, dict) else None
+    return "min" if str(mode).lower() in ("min", "minimize") else "max"
 
 
 def _isnan(v: Any) -> bool:
@@ -199,7 +214,8 @@ def markdown_table(frame: pd.DataFrame, columns: Optional[list[str]] = None, lim
     columns = [c for c in (columns or list(frame.columns)) if c in frame.columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in frame[columns].head(limit).itertuples(index=False):
-        cells = [f"{v:.4f}" if isinstance(v, float) and not _isnan(v) else ("" if v is None or _isnan(v) else str(v)) for v in row]
+        cells = [f"{v:.4f}" if isinstance(v, float) and not _isnan(v) else ("" if v is None or _isnan(v) else str(v))
+                 for v in row]  # fmt: skip
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -210,10 +226,13 @@ LEADERBOARD_COLUMNS = ["rank", "score", "monitor", "model", "data", "status", "t
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Gather every run and sweep under the roots into one leaderboard.")
-    parser.add_argument("roots", nargs="*", default=None, help="directories to search (default: outputs/ and multirun/)")
-    parser.add_argument("--out", default=None, help="directory for leaderboard.csv and leaderboard.md (default: the first root)")
+    parser.add_argument("roots", nargs="*", default=None,
+                        help="directories to search (default: outputs/ and multirun/)")  # fmt: skip
+    parser.add_argument("--out", default=None,
+                        help="directory for leaderboard.csv and leaderboard.md (default: the first root)")  # fmt: skip
     args = parser.parse_args(argv)
-    roots = args.roots or [os.environ.get("SUMLAB_OUTPUT_DIR", "outputs"), os.environ.get("SUMLAB_SWEEP_DIR", "multirun")]
+    roots = args.roots or [os.environ.get("SUMLAB_OUTPUT_DIR", "outputs"),
+                           os.environ.get("SUMLAB_SWEEP_DIR", "multirun")]  # fmt: skip
     roots = [r for r in roots if Path(r).is_dir()]
     if not roots:
         print("error: no output directories found (train something first, or name the roots)", file=sys.stderr)
@@ -222,7 +241,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out or roots[0])
     write_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
     table = markdown_table(frame, LEADERBOARD_COLUMNS)
-    write_atomic(out / "leaderboard.md", f"# sumlab leaderboard\n\n{len(frame)} runs under {', '.join(map(str, roots))}, best first.\n\n{table}")
+    header = f"# sumlab leaderboard\n\n{len(frame)} runs under {', '.join(map(str, roots))}, best first.\n\n"
+    write_atomic(out / "leaderboard.md", header + table)
     print(markdown_table(frame, ["rank", "score", "monitor", "model", "status", "trial", "run_dir"], limit=20), end="")
     print(f"{len(frame)} runs: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}")
     return 0

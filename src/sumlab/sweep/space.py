@@ -5,7 +5,8 @@ written with Optuna's current classes (``FloatDistribution``/``IntDistribution``
 deprecated ``UniformDistribution``, ``LogUniformDistribution``, ``IntUniformDistribution``...):
 
 - ``choice(a, b, ...)``                      -> CategoricalDistribution
-- ``range(start, stop[, step])``              -> IntDistribution(start, stop, step); any float -> FloatDistribution(step=...)
+- ``range(start, stop[, step])``              -> IntDistribution(start, stop, step);
+                                                 any float -> FloatDistribution(step=...)
 - ``shuffle(range(...))``                     -> CategoricalDistribution of the range's values
 - ``interval(a, b)``                          -> FloatDistribution(a, b) (IntDistribution when both are ints)
 - ``int(interval(a, b))``                     -> IntDistribution(a, b)
@@ -36,7 +37,9 @@ def _choices(override: Override) -> list[Any]:
     values = list(override.sweep_iterator(transformer=Transformer.encode))
     for v in values:
         if not isinstance(v, CHOICE_TYPES):
-            raise SumlabError(f"{override.input_line}: a choice takes str, int, float, bool or null values, not {type(v).__name__}")
+            raise SumlabError(
+                f"{override.input_line}: a choice takes str, int, float, bool or null values, not {type(v).__name__}"
+            )
     return values
 
 
@@ -61,7 +64,9 @@ def distribution_from_override(override: Override) -> Any:
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
-    raise SumlabError(f"{override.input_line}: this sweep is not supported by the Optuna sweeper (use choice, range, interval)")
+    raise SumlabError(
+        f"{override.input_line}: this sweep is not supported by the Optuna sweeper (use choice, range, interval)"
+    )
 
 
 def parse_overrides(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
@@ -95,7 +100,9 @@ def grid_values(name: str, dist: BaseDistribution) -> list[Any]:
     if isinstance(dist, FloatDistribution) and dist.step is not None:
         n = int(round((dist.high - dist.low) / dist.step))
         return [dist.low + i * dist.step for i in range(n + 1)]
-    raise SumlabError(f"hydra.sweeper.params.{name}: the grid sampler needs choice(...) or range(...), not a continuous interval")
+    raise SumlabError(
+        f"hydra.sweeper.params.{name}: the grid sampler needs choice(...) or range(...), not a continuous interval"
+    )
 
 
 def format_value(value: Any) -> str:
