@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast bench clean sweep results predict bench-predict bench-memory bench-data bench-train
+.PHONY: install train test test-fast lint bench clean sweep results predict bench-predict bench-memory bench-data bench-train
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -16,6 +16,11 @@ train:  ## the offline default end to end: tiny T5 on synthetic dialogues (about
 TEST_WORKERS ?= 2
 test:  ## the whole suite (what CI runs) on TEST_WORKERS pytest-xdist processes, whole files each (TEST_WORKERS=0: one process)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
+
+lint:  ## ruff (lint + format check) and the import layers (lint-imports; contracts in pyproject.toml)
+	.venv/bin/ruff check src tests benchmarks *.py
+	.venv/bin/ruff format --check src tests benchmarks *.py
+	.venv/bin/lint-imports
 
 test-fast:  ## skip the tests that train or spawn processes
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

@@ -132,7 +132,13 @@ def measure(path: str, corpus: Path, tokenizer_dir: Path, cache: Path, workers: 
         data = dm.tokenized("train")
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     added = rss_anon() - before
-    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "private_bytes": added, "tokens": tokens, "bytes_per_token": round(added / tokens, 2)}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "private_bytes": added,
+        "tokens": tokens,
+        "bytes_per_token": round(added / tokens, 2),
+    }
 
 
 def run_measure(args: argparse.Namespace, path: str, cache: Path, workers: int | None) -> dict:
@@ -172,8 +178,11 @@ def main() -> None:
         add_tags(None, tokenizer, find_tags(sample, r"#[A-Za-z][A-Za-z0-9_]*#"))
         tokenizer.save_pretrained(args.tokenizer_dir)
         size = args.corpus.stat().st_size
-        print(f"corpus: {args.rows} rows, {size / 2**20:.0f} MiB JSONL, built in {time.perf_counter() - started:.0f} s; "
-              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        print(
+            f"corpus: {args.rows} rows, {size / 2**20:.0f} MiB JSONL, built in {time.perf_counter() - started:.0f} s; "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         base = run_measure(args, "baseline", tmp / "unused", None)
         cold = run_measure(args, "new", tmp / "cache1", None)
         warm = run_measure(args, "new", tmp / "cache1", None)
@@ -181,11 +190,23 @@ def main() -> None:
     print(f"tokens kept: baseline {base['tokens']}, new {cold['tokens']}")
     print("| path | cold s (CPU s) | warm s (CPU s) | private bytes/token: cold process | warm process |")
     print("|---|---|---|---|---|")
-    print(f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | no cache: = cold | {base['bytes_per_token']} | = cold |")
-    print(f"| datasets cache, 1 process | {cold['seconds']} ({cold['cpu_seconds']}) | {warm['seconds']} ({warm['cpu_seconds']}) | {cold['bytes_per_token']} | {warm['bytes_per_token']} |")
-    print(f"| datasets cache, preprocessing_num_workers=2 | {cold2['seconds']} ({cold2['cpu_seconds']}) | - | {cold2['bytes_per_token']} | - |")
-    print(f"new/baseline cold wall: {cold['seconds'] / base['seconds']:.2f}x (1 process), {cold2['seconds'] / base['seconds']:.2f}x (2 workers); "
-          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | no cache: = cold | "
+        f"{base['bytes_per_token']} | = cold |"
+    )
+    print(
+        f"| datasets cache, 1 process | {cold['seconds']} ({cold['cpu_seconds']}) | "
+        f"{warm['seconds']} ({warm['cpu_seconds']}) | {cold['bytes_per_token']} | {warm['bytes_per_token']} |"
+    )
+    print(
+        f"| datasets cache, preprocessing_num_workers=2 | {cold2['seconds']} ({cold2['cpu_seconds']}) | - | "
+        f"{cold2['bytes_per_token']} | - |"
+    )
+    print(
+        f"new/baseline cold wall: {cold['seconds'] / base['seconds']:.2f}x (1 process), "
+        f"{cold2['seconds'] / base['seconds']:.2f}x (2 workers); "
+        f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"data: {warm['bytes_per_token']} private bytes/token, warm/cold {warm['seconds'] / cold['seconds']:.3f}")
 
 

@@ -77,7 +77,9 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
     labels = torch.randint(2, 32000, (batch, target), generator=g).to(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     model.train()
     times = []
     for _ in range(steps):
@@ -96,7 +98,8 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
         ckpt_bytes = os.path.getsize(f.name)
     result = {
         "method": method, "device": device, "trainable_params": trainable, "total_params": total,
-        "peak_rss_mib": round(peak_rss_mib(), 1), "rss_after_load_mib": round(loaded_rss, 1), "peak_rss_load_mib": round(load_peak, 1), "checkpoint_mib": round(ckpt_bytes / 2**20, 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1), "rss_after_load_mib": round(loaded_rss, 1),
+        "peak_rss_load_mib": round(load_peak, 1), "checkpoint_mib": round(ckpt_bytes / 2**20, 2),
         "step_seconds": round(statistics.median(times[1:] or times), 3), "load_seconds": round(load_seconds, 2),
         "loss": round(loss.item(), 3),
     }  # fmt: skip
@@ -108,12 +111,15 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
 def table(rows: list[dict], gpu: bool) -> str:
     full = rows[0]
     mem_key = "cuda_max_allocated_mib" if gpu else "peak_rss_mib"
-    head = "| method | peak memory (MiB) | vs full | after load (MiB) | trainable params | checkpoint (MiB) | step (s) |"
+    head = (
+        "| method | peak memory (MiB) | vs full | after load (MiB) | trainable params | checkpoint (MiB) | step (s) |"
+    )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         name = {"none": "full fine-tuning", "lora": "LoRA r=16", "qlora": "QLoRA r=16 (4-bit NF4)"}[r["method"]]
         lines.append(
-            f"| {name} | {r[mem_key]:,.0f} | {100 * r[mem_key] / full[mem_key]:.0f}% | {r['rss_after_load_mib']:,.0f} | "
+            f"| {name} | {r[mem_key]:,.0f} | {100 * r[mem_key] / full[mem_key]:.0f}% | "
+            f"{r['rss_after_load_mib']:,.0f} | "
             f"{r['trainable_params']:,} ({100 * r['trainable_params'] / r['total_params']:.2f}%) | "
             f"{r['checkpoint_mib']:,.2f} | {r['step_seconds']:.2f} |"
         )
@@ -149,7 +155,7 @@ def main() -> None:
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{method} failed:\n{out.stderr[-3000:]}")
-            rows.append(json.loads(line[len("RESULT "):]))
+            rows.append(json.loads(line[len("RESULT ") :]))
             print(json.dumps(rows[-1]), flush=True)
     print(f"\nt5-{args.size}-sized model (random weights), batch {args.batch} x {args.source} source / {args.target} "
           f"target tokens, AdamW, device {args.device}\n")  # fmt: skip

@@ -81,15 +81,20 @@ def run(args: argparse.Namespace) -> float:
     for _ in range(repeats):
         for name, family in (("unpacked", plain), ("packed", packed)):
             results[name].append(one_pass(family))
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}; "
-          f"data: {cfg.data.name}, {len(rows)} examples, batch {batch_size}, d_model {cfg.model.tiny.d_model}")  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}; "
+        f"data: {cfg.data.name}, {len(rows)} examples, batch {batch_size}, d_model {cfg.model.tiny.d_model}"
+    )
     print("| mode | real tokens/s (median, min-max) | padding share | mean loss |")
     print("|---|---|---|---|")
     medians = {}
     for name, runs in results.items():
         speeds = [r[0] for r in runs]
         medians[name] = statistics.median(speeds)
-        print(f"| {name} | {medians[name]:,.0f} ({min(speeds):,.0f}-{max(speeds):,.0f}) | {runs[0][1]:.1%} | {runs[0][2]:.6f} |")
+        print(
+            f"| {name} | {medians[name]:,.0f} ({min(speeds):,.0f}-{max(speeds):,.0f}) | "
+            f"{runs[0][1]:.1%} | {runs[0][2]:.6f} |"
+        )
     speedup = medians["packed"] / medians["unpacked"]
     print(f"packing speedup vs unpacked: {speedup:.2f}x")
     return speedup

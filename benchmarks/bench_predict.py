@@ -69,7 +69,11 @@ def default_model(overrides: list[str]) -> Path:
             info = json.loads(info_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if info.get("status") == "completed" and info.get("fingerprint") == wanted and (info_file.parent / "export").is_dir():
+        if (
+            info.get("status") == "completed"
+            and info.get("fingerprint") == wanted
+            and (info_file.parent / "export").is_dir()
+        ):
             found.append(info_file.parent)
     if found:
         return max(found, key=lambda p: p.stat().st_mtime)
@@ -111,7 +115,9 @@ def sumlab_predict(overrides: list[str], out_dir: Path) -> tuple[dict[str, str],
     return {r["id"]: r["prediction"] for r in read_predictions(out_dir)}, metrics
 
 
-def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_type: str, threads: int) -> tuple[dict[str, str], float]:
+def raw_ctranslate2(
+    cfg: Any, examples: list[dict], model_path: Path, compute_type: str, threads: int
+) -> tuple[dict[str, str], float]:
     """(4) The CTranslate2 documentation's loop: tokens in, translate_batch(max_batch_size=...), tokens out."""
     import ctranslate2
     from transformers import AutoTokenizer
@@ -129,12 +135,17 @@ def raw_ctranslate2(cfg: Any, examples: list[dict], model_path: Path, compute_ty
     translator = ctranslate2.Translator(str(model_path), device="cpu", compute_type=compute_type, intra_threads=threads)
     limit = cfg.data.max_source_length
     # Tokenizing is outside the timed part, as it is in rows (1)-(3).
-    source = [tokenizer.convert_ids_to_tokens(tokenizer.encode(loaded.prefix + e["text"], truncation=True, max_length=limit))
-              for e in examples]  # fmt: skip
+    source = [
+        tokenizer.convert_ids_to_tokens(tokenizer.encode(loaded.prefix + e["text"], truncation=True, max_length=limit))
+        for e in examples
+    ]
     prefix = [tokenizer.convert_ids_to_tokens([forced_bos])] * len(source) if forced_bos is not None else None
     started = time.perf_counter()
     results = translator.translate_batch(source, target_prefix=prefix, max_batch_size=SUMLAB_BATCH, **options)
-    texts = [tokenizer.decode(tokenizer.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True).strip() for r in results]
+    texts = [
+        tokenizer.decode(tokenizer.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True).strip()
+        for r in results
+    ]
     return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
 
 
@@ -161,8 +172,14 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
     from sumlab.models.loading import load
 
     base_cfg = compose(common)
-    examples = load_split(base_cfg.data, "test", require_summary=False, seed=base_cfg.seed,
-                          limit_key="max_predict_samples", keep_columns=True)  # fields: a chat prompt's other columns
+    examples = load_split(
+        base_cfg.data,
+        "test",
+        require_summary=False,
+        seed=base_cfg.seed,
+        limit_key="max_predict_samples",
+        keep_columns=True,
+    )  # fields: a chat prompt's other columns
     threads = backends.cpu_threads()  # what predict.py gives CTranslate2: torch's pool size
     print(f"{len(examples)} examples ({data}); model {model_dir}; torch {torch.__version__} and CTranslate2 "
           f"{__import__('ctranslate2').__version__} with {threads} threads; {os.cpu_count()} cores, "
@@ -189,9 +206,14 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
             for _ in range(args.repeats):  # rows alternate, so a burst of load hits every row alike
                 naive, naive_s = naive_hf(cfg, examples)
                 hf, hf_m = sumlab_predict([*overrides, "backend=hf"], Path(tmp) / f"{mode}-hf")
-                measured = [("(1) naive HF loop, batch 8", n / naive_s, naive), ("(2) sumlab backend=hf", hf_m["samples_per_second"], hf)]
+                measured = [
+                    ("(1) naive HF loop, batch 8", n / naive_s, naive),
+                    ("(2) sumlab backend=hf", hf_m["samples_per_second"], hf),
+                ]
                 for ct in compute_types:
-                    ours, m = sumlab_predict([*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}")
+                    ours, m = sumlab_predict(
+                        [*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}"
+                    )
                     raw, raw_s = raw_ctranslate2(cfg, examples, converted[ct], ct, threads)
                     measured += [(f"(3) sumlab backend=ctranslate2 {ct}", m["samples_per_second"], ours),
                                  (f"(4) raw CTranslate2 {raw_loop} {ct}", n / raw_s, raw)]  # fmt: skip
@@ -208,8 +230,11 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
             print(f"\n{mode}, {n} examples, median of {args.repeats} (outputs differing from (2) sumlab hf fp32):")
             for name in names:
                 spread = f" ({min(speeds[name]):.1f}-{max(speeds[name]):.1f})" if args.repeats > 1 else ""
-                print(f"  {name:42s} {median[name]:8.2f} samples/s{spread}  x{median[name] / median[names[0]]:6.2f} vs (1)"
-                      f"  differing {differing[name]}/{n}", flush=True)  # fmt: skip
+                print(
+                    f"  {name:42s} {median[name]:8.2f} samples/s{spread}  x{median[name] / median[names[0]]:6.2f}"
+                    f" vs (1)  differing {differing[name]}/{n}",
+                    flush=True,
+                )
     return summary
 
 

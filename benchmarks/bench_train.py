@@ -110,7 +110,9 @@ def hf_row(cfg: Any, group_by_length: bool, out: Path, name: str) -> dict[str, f
     splits = load_splits(cfg)
     module, datamodule, _ = build_module(cfg, splits)
     datamodule.prepare_data()  # the same tokenized rows sumlab trains on, from its cache
-    features = {s: datamodule.tokenized(s).select_columns(["input_ids", "labels"]).to_list() for s in ("train", "validation")}
+    features = {
+        s: datamodule.tokenized(s).select_columns(["input_ids", "labels"]).to_list() for s in ("train", "validation")
+    }
     references = datamodule.tokenized("validation")["summary"]
     tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in features["train"]) * cfg.trainer.max_epochs
     gen = module.generation_config
@@ -132,8 +134,9 @@ def hf_row(cfg: Any, group_by_length: bool, out: Path, name: str) -> dict[str, f
     args = Seq2SeqTrainingArguments(
         output_dir=str(out / name), per_device_train_batch_size=cfg.data.batch_size,
         per_device_eval_batch_size=cfg.data.eval_batch_size, learning_rate=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay, lr_scheduler_type=cfg.optim.scheduler, num_train_epochs=cfg.trainer.max_epochs,
-        eval_strategy="epoch", save_strategy="no", report_to=[], predict_with_generate=True,
+        weight_decay=cfg.optim.weight_decay, lr_scheduler_type=cfg.optim.scheduler,
+        num_train_epochs=cfg.trainer.max_epochs, eval_strategy="epoch", save_strategy="no", report_to=[],
+        predict_with_generate=True,
         generation_config=gen, train_sampling_strategy="group_by_length" if group_by_length else "random",
         seed=cfg.seed, use_cpu=not torch.cuda.is_available(), logging_strategy="no", disable_tqdm=True,
     )  # fmt: skip
@@ -155,12 +158,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small_t5", help="model preset (built from config)")
     parser.add_argument("--train", type=int, default=512, help="DialogSum training dialogues")
-    parser.add_argument("--val", type=int, default=32,
-                        help="DialogSum dev dialogues (validated with beams 4; 128 takes about an hour on 2 cores)")
+    parser.add_argument(
+        "--val",
+        type=int,
+        default=32,
+        help="DialogSum dev dialogues (validated with beams 4; 128 takes about an hour on 2 cores)",
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
-    parser.add_argument("--max-tokens", type=int, default=None, help="sumlab token budget (default: batch size x mean padded length)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="sumlab token budget (default: batch size x mean padded length)"
+    )
     parser.add_argument("--sections", default="seq2seq,llm", help="comma-separated: seq2seq (vs HF), llm (packing)")
     bench_packing.add_arguments(parser, prefix="packing-")
     args = parser.parse_args()
@@ -178,8 +187,9 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="bench_train_"))
     os.environ.setdefault("SUMLAB_OUTPUT_DIR", str(out))
     common = [
-        f"model={args.model}", "data=dialogsum", f"paths.data_dir={DATA.parent}", f"data.max_train_samples={args.train}",
-        f"data.max_eval_samples={args.val}", f"data.batch_size={args.batch_size}", "data.eval_batch_size=16",
+        f"model={args.model}", "data=dialogsum", f"paths.data_dir={DATA.parent}",
+        f"data.max_train_samples={args.train}", f"data.max_eval_samples={args.val}",
+        f"data.batch_size={args.batch_size}", "data.eval_batch_size=16",
         f"trainer.max_epochs={args.epochs}", "generation=beam4", "test=false", "export=false", "optim.warmup_ratio=0",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
         "~callbacks.early_stopping", "trainer.precision=32",
@@ -198,7 +208,9 @@ def main() -> None:
         "HF Seq2SeqTrainer train_sampling_strategy=group_by_length": lambda d: hf_row(copy.deepcopy(cfg), True, out, d),
         "sumlab defaults": lambda d: sumlab_row(common, out, d),
         "sumlab model.fast_dropout=false": lambda d: sumlab_row([*common, "model.fast_dropout=false"], out, d),
-        f"sumlab data.max_tokens={max_tokens}": lambda d: sumlab_row([*common, f"data.max_tokens={max_tokens}"], out, d),
+        f"sumlab data.max_tokens={max_tokens}": lambda d: sumlab_row(
+            [*common, f"data.max_tokens={max_tokens}"], out, d
+        ),
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for repeat in range(args.repeats):  # rows alternate, so a slow spell of this VM hits every row alike
@@ -213,7 +225,10 @@ def main() -> None:
     for name, r in rows.items():
         speeds = [x["train_tok_s"] for x in runs[name]]
         spread = f" ({min(speeds):.0f}-{max(speeds):.0f})" if len(speeds) > 1 else ""
-        print(f"| {name} | {r['train_tok_s']:.0f}{spread} | {r['val_samples_s']:.2f} | {r['wall_s']:.1f} | {r['rouge']:.4f} |")
+        print(
+            f"| {name} | {r['train_tok_s']:.0f}{spread} | {r['val_samples_s']:.2f} | {r['wall_s']:.1f} | "
+            f"{r['rouge']:.4f} |"
+        )
     hf, hf_best = rows["HF Seq2SeqTrainer defaults"], max(list(rows.values())[:2], key=lambda r: r["train_tok_s"])
     ours = rows["sumlab defaults"]
     print(f"sumlab defaults vs HF best row (training tokens/s): {ours['train_tok_s'] / hf_best['train_tok_s']:.2f}x; "

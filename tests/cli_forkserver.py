@@ -17,7 +17,11 @@ import runpy
 import sys
 import traceback
 
-import sumlab.train.runner  # noqa: F401 - what train.py's run imports, loaded once for every child
+import sumlab
+
+sumlab.setup()  # first, as train.py and predict.py do
+
+import sumlab.train.runner  # noqa: E402, F401 - what train.py's run imports, loaded once for every child
 
 
 def _child(request: dict) -> int:

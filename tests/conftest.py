@@ -46,7 +46,14 @@ if _WORKERS > 1:
 # The files that take longest, longest first. Under `--dist loadfile` (a module-scoped fixture such as
 # test_train's `make train` run must not run once per worker) xdist hands out whole files in collection order
 # (Makefile: --no-loadscope-reorder): starting the long ones first keeps one worker from finishing alone on one.
-LONGEST_FILES = ("test_train.py", "test_predict.py", "test_sweep_runs.py", "test_llm.py", "test_adapters.py", "test_resume.py")
+LONGEST_FILES = (
+    "test_train.py",
+    "test_predict.py",
+    "test_sweep_runs.py",
+    "test_llm.py",
+    "test_adapters.py",
+    "test_resume.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -68,7 +75,9 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     sumlab.setup()
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train", run_dir: Path | None = None) -> DictConfig:
+def compose_config(
+    overrides: list[str] | tuple[str, ...] = (), config_name: str = "train", run_dir: Path | None = None
+) -> DictConfig:
     """Compose like the entry point does; `paths.run_dir` points at run_dir (Hydra's output dir there)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
@@ -88,7 +97,9 @@ def train_in_process(overrides: list[str], run_dir: Path) -> tuple[float, DictCo
     return run(cfg), cfg
 
 
-def run_cli(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, script, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},

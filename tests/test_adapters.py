@@ -224,7 +224,10 @@ def test_gradient_checkpointing_with_adapters(tmp_path: Path) -> None:
     [
         (["qlora=lora", "qlora.r=0"], ["qlora.r=0", "at least 1"]),
         (["qlora=qlora", "qlora.r=0"], ["qlora.r=0"]),
-        (["qlora=lora", "qlora.target_modules=[nope,q]"], ["['nope']", "match no module", "T5ForConditionalGeneration"]),
+        (
+            ["qlora=lora", "qlora.target_modules=[nope,q]"],
+            ["['nope']", "match no module", "T5ForConditionalGeneration"],
+        ),
         (["qlora=qlora", "trainer.accelerator=mps"], ["bitsandbytes", "mps", "trainer.accelerator=gpu or cpu"]),
         (["qlora=qlora", "trainer.strategy=fsdp"], ["trainer.strategy=fsdp", "qlora=lora"]),
         (["qlora=qlora", "qlora.compute_dtype=float16"], ["float16", "not safe", "bfloat16"]),

@@ -22,8 +22,11 @@ def test_every_group_has_presets() -> None:
 def test_preset_composes_and_validates(group: str, preset: str, tmp_path) -> None:
     cfg = compose_config([f"{group}={preset}"], run_dir=tmp_path)
     validate(cfg)
-    resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                for k, v in cfg.items() if k != "hydra"}  # every interpolation resolves
+    resolved = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }  # every interpolation resolves
     assert resolved["paths"]["run_dir"] == str(tmp_path)
     assert resolved["model"]["name"] and resolved["data"]["name"]
     if group == "model":
@@ -93,7 +96,10 @@ def test_run_directories_unique_within_one_second(tmp_path) -> None:
 def test_secrets_redacted_but_tokenizer_keys_kept(tmp_path) -> None:
     from sumlab.train.rundir import SECRET_LINE
 
-    text = "metrics:\n  tokenizer: kiwi\n  max_new_tokens: 64\nenv_set:\n  HF_TOKEN: hf_abc\n- +hydra.job.env_set.WANDB_API_KEY=sk-1\n"
+    text = (
+        "metrics:\n  tokenizer: kiwi\n  max_new_tokens: 64\nenv_set:\n  HF_TOKEN: hf_abc\n"
+        "- +hydra.job.env_set.WANDB_API_KEY=sk-1\n"
+    )
     out = SECRET_LINE.sub(r"\1'***'", text)
     assert "tokenizer: kiwi" in out and "max_new_tokens: 64" in out
     assert "hf_abc" not in out and "sk-1" not in out

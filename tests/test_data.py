@@ -18,7 +18,8 @@ from sumlab.data import sources
 from sumlab.data.sources import load_raw, load_split
 from sumlab.models import find_tags
 
-ROWS = [{"id": f"d{i}", "dialogue": f"#Person1#: 안녕하세요 {i}\n#Person2#: hi #PhoneNumber#", "summary": f"s{i}", "topic": f"t{i}"}
+ROWS = [{"id": f"d{i}", "dialogue": f"#Person1#: 안녕하세요 {i}\n#Person2#: hi #PhoneNumber#",
+         "summary": f"s{i}", "topic": f"t{i}"}
         for i in range(5)]  # fmt: skip
 
 
@@ -47,7 +48,9 @@ def test_every_file_type_reads_the_same_examples(tmp_path: Path, suffix: str) ->
     elif suffix == ".json":
         path.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
     elif suffix in (".csv", ".tsv"):
-        frame.to_csv(path, index=False, encoding="utf-8-sig", sep="\t" if suffix == ".tsv" else ",")  # BOM, as Excel writes
+        frame.to_csv(
+            path, index=False, encoding="utf-8-sig", sep="\t" if suffix == ".tsv" else ","
+        )  # BOM, as Excel writes
     else:
         frame.to_parquet(path)
     assert load_split(data_cfg(path), "train", cache_dir=str(tmp_path / "cache")) == expected(ROWS)
@@ -109,7 +112,10 @@ def test_unknown_template_placeholder_is_one_line_before_any_work(tmp_path: Path
 
 
 def test_clean_up_switches(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "train.jsonl", [{"id": "a", "dialogue": "  #Person1#: hi   there\\n#Person2#:\t yes  ", "summary": " ok  now "}])
+    path = write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"id": "a", "dialogue": "  #Person1#: hi   there\\n#Person2#:\t yes  ", "summary": " ok  now "}],
+    )
     raw = load_split(data_cfg(path), "train")[0]
     assert raw["text"] == "  #Person1#: hi   there\\n#Person2#:\t yes  "  # off by default: text as read
     cleaned = load_split(data_cfg(path, unescape_newlines=True, collapse_whitespace=True, strip=True), "train")[0]
@@ -187,15 +193,21 @@ def test_ragged_or_empty_references_refused(tmp_path: Path, bad: list) -> None:
     rows[3]["references"] = bad
     path = write_jsonl(tmp_path / "test.jsonl", rows)
     cfg = data_cfg(path, train_file=None, test_file=path.name, reference_columns=["references"])
-    with pytest.raises(SumlabError, match=rf"row 4 of .*'references' \(data.reference_columns\) holds {len(bad)} references"):
+    with pytest.raises(
+        SumlabError, match=rf"row 4 of .*'references' \(data.reference_columns\) holds {len(bad)} references"
+    ):
         load_raw(cfg, "test")
 
 
 # --- hub presets: local files when present, else the right load_dataset call (never downloading) ------------
 
 
-HUB_PRESETS = {"cnn_dailymail": ("abisee/cnn_dailymail", "3.0.0", "article"), "xsum": ("EdinburghNLP/xsum", None, "document"),
-               "samsum": ("Samsung/samsum", None, "dialogue"), "dialogsum": ("knkarthick/dialogsum", None, "dialogue")}  # fmt: skip
+HUB_PRESETS = {
+    "cnn_dailymail": ("abisee/cnn_dailymail", "3.0.0", "article"),
+    "xsum": ("EdinburghNLP/xsum", None, "document"),
+    "samsum": ("Samsung/samsum", None, "dialogue"),
+    "dialogsum": ("knkarthick/dialogsum", None, "dialogue"),
+}
 
 
 @pytest.mark.parametrize("preset", sorted(HUB_PRESETS))
@@ -236,7 +248,7 @@ def test_hub_offline_and_missing_split_are_one_line(tmp_path: Path, monkeypatch)
     assert "\n" not in line and "'EdinburghNLP/xsum'" in line and f"data.dir={tmp_path}/xsum" in line
 
     def no_split(*args, **kwargs):
-        raise ValueError('Unknown split "dev". Should be one of [\'train\', \'validation\', \'test\'].')
+        raise ValueError("Unknown split \"dev\". Should be one of ['train', 'validation', 'test'].")
 
     monkeypatch.setattr(datasets, "load_dataset", no_split)
     with pytest.raises(SumlabError, match=r"dataset EdinburghNLP/xsum has no split 'dev': set data.validation_split"):

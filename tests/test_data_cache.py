@@ -51,7 +51,9 @@ def test_rows_equal_family_features_and_are_memory_mapped(tmp_path: Path, tokeni
         assert np.array_equal(dm.lengths("train"), np.array([r["length"] for r in ds]))
         batches = list(dm.train_dataloader())  # length-grouped, shuffled: the short batch may come first
         assert sorted(int(i) for b in batches for i in b["idx"]) == list(range(len(ds)))
-        assert max(b["idx"].numel() for b in batches) == 2 and all(len(b["references"]) == b["idx"].numel() for b in batches)
+        assert max(b["idx"].numel() for b in batches) == 2 and all(
+            len(b["references"]) == b["idx"].numel() for b in batches
+        )
 
 
 def test_second_run_reuses_the_cache_and_changes_rebuild_it(tmp_path: Path, tokenizer) -> None:

@@ -57,12 +57,14 @@ def _models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     t5 = T5Config(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4, dropout_rate=0.2,
                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # fmt: skip
+    # hidden dropout: F.dropout calls, torch's
     bart = BartConfig(vocab_size=50, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, dropout=0.0,
-                      attention_dropout=0.2, max_position_embeddings=64)  # hidden dropout: F.dropout calls, torch's  # fmt: skip
+                      attention_dropout=0.2, max_position_embeddings=64)  # fmt: skip
     gpt2 = GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=64, attn_pdrop=0.2)
+    # grouped KV heads
     llama = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=4,
-                        num_key_value_heads=2, attention_dropout=0.2, max_position_embeddings=64)  # grouped KV heads  # fmt: skip
+                        num_key_value_heads=2, attention_dropout=0.2, max_position_embeddings=64)  # fmt: skip
     models = {"t5": T5ForConditionalGeneration(t5), "bart": BartForConditionalGeneration(bart),
               "gpt2": GPT2LMHeadModel(gpt2), "llama": LlamaForCausalLM(llama)}  # fmt: skip
     return {name: model.eval() for name, model in models.items()}

@@ -20,8 +20,10 @@ def train_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     logs = tmp_path_factory.mktemp("cli")
     server_err = logs / "server.err"
     with server_err.open("w") as err:
-        server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "cli_forkserver.py")], cwd=ROOT, env=dict(os.environ),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "cli_forkserver.py")], cwd=ROOT, env=dict(os.environ),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
     assert json.loads(server.stdout.readline()) == {"ready": True}, server_err.read_text()[-2000:]
     assert server_err.read_text() == ""  # importing printed nothing: a user would see it before the error line
     calls = itertools.count()
@@ -43,7 +45,12 @@ def train_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 def _files_args(tmp_path: Path, train: Path) -> list[str]:
     valid = tmp_path / "valid.jsonl"
     valid.write_text(json.dumps({"id": "v1", "dialogue": "a b", "summary": "a"}) + "\n", encoding="utf-8")
-    return ["data=files", f"data.train_file={train}", f"data.validation_file={valid}", f"hydra.run.dir={tmp_path / 'run'}"]
+    return [
+        "data=files",
+        f"data.train_file={train}",
+        f"data.validation_file={valid}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
 
 
 def test_unknown_preset_lists_the_choices(train_cli) -> None:
@@ -85,8 +92,12 @@ def test_missing_data_file(train_cli, tmp_path: Path) -> None:
     [
         ("empty.jsonl", b"", ("empty",)),
         ("blank.csv", b"\n\n", ("empty",)),
-        ("latin1.csv", "dialogue,summary\n\"caf\xe9 talk\",caf\xe9\n".encode("cp1252"), ("not UTF-8", "iconv")),
-        ("nocol.jsonl", json.dumps({"id": 1, "text": "hello", "summary": "hi"}).encode(), ("'dialogue'", "data.text_column")),
+        ("latin1.csv", 'dialogue,summary\n"caf\xe9 talk",caf\xe9\n'.encode("cp1252"), ("not UTF-8", "iconv")),
+        (
+            "nocol.jsonl",
+            json.dumps({"id": 1, "text": "hello", "summary": "hi"}).encode(),
+            ("'dialogue'", "data.text_column"),
+        ),
         ("nosum.csv", b"id,dialogue\n1,hello there\n", ("'summary'", "data.summary_column")),
         ("broken.jsonl", b'{"id": 1, "dialogue": "a", "summary": "b"}\n{"id": 2,\n', ("line 2",)),
     ],

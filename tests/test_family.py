@@ -8,7 +8,10 @@ from transformers import AddedToken
 from sumlab.family import IGNORE_INDEX, Causal, Seq2Seq
 from sumlab.models import train_tiny_tokenizer
 
-TEXTS = ["#Person1#: Hello, can I book a table for four?\n#Person2#: Sure, at 7 pm.", "They book a table for four at 7 pm."] * 20
+TEXTS = [
+    "#Person1#: Hello, can I book a table for four?\n#Person2#: Sure, at 7 pm.",
+    "They book a table for four at 7 pm.",
+] * 20
 
 
 def test_causal_labels_cover_exactly_summary_and_eos() -> None:
@@ -49,7 +52,10 @@ def test_causal_prompt_truncated_from_the_left_and_left_padded_for_generation() 
 def test_seq2seq_labels_padded_with_ignore_index_and_prefix_added() -> None:
     tok = train_tiny_tokenizer("t5", 300, TEXTS)
     fam = Seq2Seq(tok, prefix="summarize: ")
-    rows = [{"idx": 0, **fam.features("hello there", "a short one", 32, 8)}, {"idx": 1, **fam.features("hi", "a", 32, 8)}]
+    rows = [
+        {"idx": 0, **fam.features("hello there", "a short one", 32, 8)},
+        {"idx": 1, **fam.features("hi", "a", 32, 8)},
+    ]
     assert tok.decode(rows[0]["input_ids"], skip_special_tokens=True).startswith("summarize: hello")
     batch = fam.collate(rows)
     n = len(rows[1]["labels"])

@@ -84,7 +84,9 @@ def test_prompt_is_the_same_in_training_and_prediction(model: str, tmp_path: Pat
     """predict.py restores the run's chat prompt (template use, system, user, end of turn) and builds the same ids."""
     from sumlab.models.loading import _chat_prompt
 
-    cfg, splits, module, _ = build(model, tmp_path, "model.prompt.system='Be brief.'", "model.prompt.user='Dialogue: {text} Summary?'")
+    cfg, splits, module, _ = build(
+        model, tmp_path, "model.prompt.system='Be brief.'", "model.prompt.user='Dialogue: {text} Summary?'"
+    )
     run_cfg = OmegaConf.create({"model": OmegaConf.to_container(cfg.model, resolve=True)})
     defaults = compose_config([f"model_dir={tmp_path}"], config_name="predict", run_dir=tmp_path).model
     chat = _chat_prompt(defaults, run_cfg)
@@ -101,7 +103,9 @@ def test_prompt_fills_other_data_columns(tmp_path: Path) -> None:
     _, _, module, _ = build("tiny_qwen3", tmp_path)
     chat = ChatPrompt(None, "Topic: {topic}\n{text}", ("<|im_end|>",))
     family = make_family("causal", module.tokenizer, "", "", chat=chat)
-    prompt = module.tokenizer.decode(family.features("#Person1#: hi there", "hi", 256, 8, fields={"topic": "greeting"})["prompt_ids"])
+    prompt = module.tokenizer.decode(
+        family.features("#Person1#: hi there", "hi", 256, 8, fields={"topic": "greeting"})["prompt_ids"]
+    )
     assert prompt.startswith("<|im_start|>user\nTopic: greeting\n#Person1#: hi there<|im_end|>")  # no system turn
     with pytest.raises(SumlabError, match=r"\{topic\} is not a column of the data"):
         family.features("hi", None, 256, 8, fields={"fname": "x"})
@@ -120,7 +124,9 @@ def test_generation_stops_at_end_of_turn_and_returns_the_answer_only(model: str,
     # the raw ids: the end-of-turn token right after each answer, nothing but padding after it
     config = module.generation_config
     with torch.no_grad():
-        raw = module.model.generate(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config)
+        raw = module.model.generate(
+            input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config
+        )
         texts, lengths = module.generate(batch)
     end_id = module.tokenizer.convert_tokens_to_ids(END_OF_TURN[model])
     new = raw[:, batch["prompt_ids"].shape[1] :]
@@ -168,7 +174,10 @@ def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_p
     from sumlab.generation.config import build_generation_config
 
     with torch.no_grad():
-        got = decode(loaded.tokenizer, family.generate(loaded.model, family.collate(rows), build_generation_config(cfg.generation, loaded.model)))
+        got = decode(
+            loaded.tokenizer,
+            family.generate(loaded.model, family.collate(rows), build_generation_config(cfg.generation, loaded.model)),
+        )
     assert got == expected and all(got)
     assert not any(marker in t for t in got for marker in ("<|", "assistant"))
 
@@ -180,7 +189,9 @@ def test_packed_loss_equals_unpacked_loss_with_fewer_pads(model: str, tmp_path: 
     packed_family = make_family("causal", module.tokenizer, "", "", chat=module.family.chat, packing=True)
     examples = splits["train"][:8]
     rows = [{"idx": i, **module.family.features(e["text"], e["summary"], 256, 64)} for i, e in enumerate(examples)]
-    rows += [{"idx": 8 + i, **module.family.features(f"#Person1#: Hi {i}.", "They greet.", 256, 64)} for i in range(3)]  # short ones share a row
+    rows += [
+        {"idx": 8 + i, **module.family.features(f"#Person1#: Hi {i}.", "They greet.", 256, 64)} for i in range(3)
+    ]  # short ones share a row
     plain, packed = module.family.collate(rows), packed_family.collate(rows)
     assert "attention_mask" not in packed and packed["input_ids"].shape[1] == plain["input_ids"].shape[1]
     assert packed["input_ids"].shape[0] < len(rows)  # several examples per row
@@ -210,14 +221,19 @@ def test_packing_trains(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_adapters_on_tiny_llama_train_and_merge(method: str, tmp_path: Path) -> None:
-    """Loss falls with only adapter weights training; export/ (merged, full precision) generates as the adapter model."""
+    """Loss falls with only adapter weights trained; export/ (merged, full precision) generates as the adapter model."""
     _, _, module, datamodule = build(
         "tiny_llama", tmp_path, f"qlora={method}", "qlora.r=8", "qlora.alpha=16", "qlora.dropout=0.0",
-        "data.max_source_length=128", "generation.max_new_tokens=6", "generation.min_new_tokens=6", "model.tiny.dropout=0.0",
+        "data.max_source_length=128", "generation.max_new_tokens=6", "generation.min_new_tokens=6",
+        "model.tiny.dropout=0.0",
     )  # fmt: skip
     model = module.model
     assert adapters.is_adapted(model) and adapters.is_quantized(model) == (method == "qlora")
-    trained = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad and "lora_A" in n}
+    trained = {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1]
+        for n, p in model.named_parameters()
+        if p.requires_grad and "lora_A" in n
+    }
     assert trained == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     batch = next(iter(datamodule.train_dataloader()))
     with torch.no_grad():
@@ -256,7 +272,11 @@ def test_korean_llm_experiment(tmp_path: Path) -> None:
     cfg = compose_config(["experiment=korean_dialogue_llm_qlora"], run_dir=tmp_path)
     validate(cfg)
     assert (cfg.model.name, cfg.qlora.method.value, cfg.generation.num_beams, cfg.metrics.tokenizer) == (
-        "bllossom_8b", "qlora", 1, "kiwi")
+        "bllossom_8b",
+        "qlora",
+        1,
+        "kiwi",
+    )
     assert (cfg.qlora.quant_type, cfg.qlora.double_quant, cfg.data.name) == ("nf4", True, "korean_dialogue")
     assert "{text}" in cfg.model.prompt.user and "요약" in cfg.model.prompt.user
 
@@ -266,7 +286,10 @@ def test_korean_llm_experiment(tmp_path: Path) -> None:
     ("extra", "needles"),
     [
         (["model=tiny_qwen3", "model.prompt.user='Summarize this.'"], ["model.prompt.user has no {text}"]),
-        (["model=tiny_qwen3", "model.prompt.user='About {speaker}: {text}'"], ["{speaker}", "not a column of the data"]),
+        (
+            ["model=tiny_qwen3", "model.prompt.user='About {speaker}: {text}'"],
+            ["{speaker}", "not a column of the data"],
+        ),
         (["model=tiny_qwen3", "model.prompt.user='{text:>5}'"], ["{text}", "not a plain column name"]),
         (["model=tiny_gpt2", "model.chat_template=true"], ["has no chat template", "model.chat_template=false"]),
         (["model=tiny_t5", "model.chat_template=true"], ["decoder-only", "model.family=causal"]),

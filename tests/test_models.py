@@ -51,7 +51,9 @@ def test_group_by_length_pads_less(tmp_path) -> None:
         return sum(float((m == 0).sum()) for m in masks) / sum(m.numel() for m in masks)
 
     grouped = datamodule  # the default
-    plain = SummarizationDataModule(OmegaConf.merge(cfg.data, {"group_by_length": False}), module.family, datamodule.splits, cfg.paths.cache_dir)
+    plain = SummarizationDataModule(
+        OmegaConf.merge(cfg.data, {"group_by_length": False}), module.family, datamodule.splits, cfg.paths.cache_dir
+    )
     assert padding(grouped) < 0.5 * padding(plain)
     ids = sorted(int(i) for b in grouped.train_dataloader() for i in b["idx"])
     assert ids == list(range(len(datamodule.splits["train"])))  # still every example once per epoch

@@ -46,7 +46,9 @@ def make_run(root: Path, arch: str, steps: int = 60) -> Path:
     g = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):
-        loss = fam.loss(model, fam.collate([feats[i] for i in torch.randint(len(feats), (16,), generator=g).tolist()]), 0.0)
+        loss = fam.loss(
+            model, fam.collate([feats[i] for i in torch.randint(len(feats), (16,), generator=g).tolist()]), 0.0
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -54,10 +56,15 @@ def make_run(root: Path, arch: str, steps: int = 60) -> Path:
     model.save_pretrained(root / "export")
     tok.save_pretrained(root / "export")
     (root / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"model": {"family": family, "prefix": prefix, "separator": "\nTL;DR:\n"},
-                                     "metrics": {"tokenizer": "default"}}), root / ".hydra" / "config.yaml")  # fmt: skip
+    OmegaConf.save(
+        OmegaConf.create({"model": {"family": family, "prefix": prefix, "separator": "\nTL;DR:\n"},
+                          "metrics": {"tokenizer": "default"}}),
+        root / ".hydra" / "config.yaml",
+    )  # fmt: skip
     (root / "checkpoints").mkdir()
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, root / "checkpoints" / "last.ckpt")
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, root / "checkpoints" / "last.ckpt"
+    )
     return root
 
 
@@ -124,7 +131,9 @@ def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path, backend: str) -> None:
     sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}", f"backend={backend}")
-    predict_here(tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1", f"backend={backend}")
+    predict_here(
+        tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1", f"backend={backend}"
+    )
     assert sorted_metrics["backend"] == backend
     a, b = read_predictions(tmp_path / "sorted"), read_predictions(tmp_path / "plain")
     assert [r["id"] for r in a] == synthetic_ids()
@@ -196,9 +205,22 @@ def test_two_node_loopback_equals_one_process(t5_run: Path, tmp_path: Path) -> N
             "trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp"]  # fmt: skip
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
-             "--master-addr=127.0.0.1", f"--master-port={port}", "predict.py", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                f"--node-rank={rank}",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                "predict.py",
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "SUMLAB_CACHE_DIR": str(tmp_path / "cache")},
         )  # fmt: skip
         for rank in (0, 1)
@@ -215,7 +237,7 @@ def test_two_node_loopback_equals_one_process(t5_run: Path, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
-    """Resuming is the runner's (shards, ids, the rows still to do), the same for both engines: tested on the default."""
+    """Resuming is the runner's (shards, ids, the rows still to do), same for both engines: tested on the default."""
     backend = "ctranslate2"
     full = tmp_path / "full"
     assert predict_here(full, f"model_dir={t5_run}", f"backend={backend}")["examples"] == N
@@ -284,11 +306,15 @@ def test_causal_model(tmp_path: Path) -> None:
     metrics = predict_here(tmp_path / "out", f"model_dir={run}", "generation=beam4", "generation.max_new_tokens=8")
     got = read_predictions(tmp_path / "out")
     assert metrics["family"] == "causal" and [r["id"] for r in got] == synthetic_ids()
-    assert all("TL;DR" not in r["prediction"] and "#Person1#:" not in r["prediction"][:12] for r in got)  # new tokens only
+    assert all(
+        "TL;DR" not in r["prediction"] and "#Person1#:" not in r["prediction"][:12] for r in got
+    )  # new tokens only
 
 
 def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: Path) -> None:
-    a = predict_here(tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12", "backend=hf")
+    a = predict_here(
+        tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12", "backend=hf"
+    )
     predict_here(tmp_path / "slow", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12",
                  "fast_beam_cache=false", "backend=hf")  # fmt: skip
     assert a["fast_beam_cache"] is True
@@ -346,7 +372,9 @@ def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys:
     (out / "predictions.jsonl").unlink()  # as if the first run had died before merging
     (out / "metrics.json").unlink()
     assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "generation.max_new_tokens=5")
-    assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "backend=hf")  # shards were CTranslate2's
+    assert "different generation" in _fails(
+        out, capsys, f"model_dir={t5_run}", "backend=hf"
+    )  # shards were CTranslate2's
     assert "different generation" in _fails(out, capsys, f"model_dir={t5_run}", "compute_type=int8")
     assert "different data" in _fails(out, capsys, f"model_dir={t5_run}", "data.synthetic_sizes.test=12")
     other = make_run(tmp_path / "other", "t5", steps=1)

@@ -19,7 +19,9 @@ from sumlab.predict.writer import read_predictions
 
 pytest.importorskip("ctranslate2")
 
-OVERRIDES = OmegaConf.create({"family": None, "prefix": None, "separator": None, "revision": None, "trust_remote_code": False})
+OVERRIDES = OmegaConf.create(
+    {"family": None, "prefix": None, "separator": None, "revision": None, "trust_remote_code": False}
+)
 SETTINGS = {  # (name, generation keys over the beam4 defaults)
     "greedy": {"num_beams": 1},
     "beam4": {},
@@ -85,13 +87,15 @@ def test_ctranslate2_fp32_equals_hf(arch_run: tuple[str, Path], setting: str, tm
 def test_forced_bos_and_eos_map_to_prefix_and_shorter_limit() -> None:
     from transformers import GenerationConfig
 
-    gen = GenerationConfig(num_beams=4, max_new_tokens=10, min_new_tokens=2, forced_bos_token_id=0, forced_eos_token_id=2,
-                           early_stopping=True, length_penalty=2.0)  # fmt: skip
+    gen = GenerationConfig(num_beams=4, max_new_tokens=10, min_new_tokens=2, forced_bos_token_id=0,
+                           forced_eos_token_id=2, early_stopping=True, length_penalty=2.0)  # fmt: skip
     opts, forced = backends.ct2_options(gen, "seq2seq")
     assert forced == 0
     assert opts == {"beam_size": 4, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "length_penalty": 2.0,
                     "max_decoding_length": 9, "min_decoding_length": 2}  # fmt: skip
-    sampled, _ = backends.ct2_options(GenerationConfig(do_sample=True, top_k=0, top_p=0.9, temperature=0.7, max_new_tokens=5), "causal")
+    sampled, _ = backends.ct2_options(
+        GenerationConfig(do_sample=True, top_k=0, top_p=0.9, temperature=0.7, max_new_tokens=5), "causal"
+    )
     assert sampled["sampling_topk"] == 0 and sampled["sampling_topp"] == 0.9 and sampled["sampling_temperature"] == 0.7
     assert sampled["include_prompt_in_result"] is False and sampled["max_length"] == 5
 
@@ -106,18 +110,24 @@ def _cache_dirs(run: Path) -> list[Path]:
     return sorted(p for p in (run / "export").iterdir() if p.name.startswith(backends.CACHE_PREFIX))
 
 
-def test_auto_falls_back_and_explicit_backend_errors(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_auto_falls_back_and_explicit_backend_errors(
+    t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     setting = "generation.no_repeat_ngram_size=3"  # with beams 4: HF and CTranslate2 differ
     metrics = predict_here(tmp_path / "auto", f"model_dir={t5_run}", "generation=beam4", setting)
     out = capsys.readouterr().out
-    assert metrics["backend"] == "hf" and "generation.no_repeat_ngram_size=3 with beam search" in metrics["backend_reason"]
+    assert (
+        metrics["backend"] == "hf" and "generation.no_repeat_ngram_size=3 with beam search" in metrics["backend_reason"]
+    )
     saved = json.loads((tmp_path / "auto" / "metrics.json").read_text())
     assert (saved["backend"], saved["backend_reason"]) == (metrics["backend"], metrics["backend_reason"])
     assert "backend hf (auto: CTranslate2 cannot honour generation.no_repeat_ngram_size=3 with beam search)" in out
-    err = _fails(tmp_path / "explicit", capsys, f"model_dir={t5_run}", "generation=beam4", setting, "backend=ctranslate2")
+    err = _fails(
+        tmp_path / "explicit", capsys, f"model_dir={t5_run}", "generation=beam4", setting, "backend=ctranslate2"
+    )
     assert "generation.no_repeat_ngram_size=3" in err and "backend=hf" in err
-    err = _fails(tmp_path / "stop", capsys, f"model_dir={t5_run}", "generation=beam4", "generation.early_stopping=false",
-                "backend=ctranslate2")  # fmt: skip
+    err = _fails(tmp_path / "stop", capsys, f"model_dir={t5_run}", "generation=beam4",
+                 "generation.early_stopping=false", "backend=ctranslate2")  # fmt: skip
     assert "generation.early_stopping=False" in err
 
 
@@ -151,7 +161,8 @@ def test_killed_conversion_leaves_nothing_usable(tmp_path: Path) -> None:
         "from sumlab.generation import engines as backends; from sumlab.models.loading import load;"
         "orig = model_spec.ModelSpec.save\n"
         "def dying(self, output_dir):\n"
-        "    Path(output_dir, 'model.bin').write_bytes(b'partial'); Path(output_dir, 'config.json').write_text('{}'); os._exit(137)\n"
+        "    Path(output_dir, 'model.bin').write_bytes(b'partial');"
+        " Path(output_dir, 'config.json').write_text('{}'); os._exit(137)\n"
         "model_spec.ModelSpec.save = dying\n"
         f"m = load({str(run)!r}, OmegaConf.create({OVERRIDES_YAML!r}), 'c');"
         f"backends.convert(m.model, m.tokenizer, Path({str(run / 'export' / 'ctranslate2-float32-x')!r}), 'float32')"
@@ -178,10 +189,15 @@ def test_unwritable_model_dir_caches_under_cache_dir(tmp_path: Path) -> None:
     try:
         if os.access(read_only, os.W_OK):
             pytest.skip("running as root: a read-only directory is still writable")
-        assert backends.cache_location(read_only, "m", "float32", "abc", str(tmp_path)).parent == tmp_path / "ctranslate2"
+        assert (
+            backends.cache_location(read_only, "m", "float32", "abc", str(tmp_path)).parent == tmp_path / "ctranslate2"
+        )
     finally:
         os.chmod(read_only, 0o700)
-    assert backends.cache_location(tmp_path, "m", "float32", "abc", str(tmp_path / "c")) == tmp_path / "ctranslate2-float32-abc"
+    assert (
+        backends.cache_location(tmp_path, "m", "float32", "abc", str(tmp_path / "c"))
+        == tmp_path / "ctranslate2-float32-abc"
+    )
 
 
 def test_unknown_backend_or_compute_type(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,8 +12,19 @@ from sumlab.generation import beam_cache
 
 def _model() -> T5ForConditionalGeneration:
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(vocab_size=97, d_model=32, d_kv=16, d_ff=64, num_layers=2,
-                                                num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    model = T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=97,
+            d_model=32,
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_heads=2,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)  # varied logits: beams diverge and get reordered
@@ -27,8 +38,16 @@ def test_parity_with_transformers_beam_search() -> None:
     mask = torch.ones_like(ids)
     mask[0, 12:] = 0
     mask[3, 5:] = 0
-    cfg = GenerationConfig(num_beams=4, max_new_tokens=20, early_stopping=True, pad_token_id=0, eos_token_id=1,
-                           decoder_start_token_id=0, output_scores=True, return_dict_in_generate=True)
+    cfg = GenerationConfig(
+        num_beams=4,
+        max_new_tokens=20,
+        early_stopping=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     plain = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
     original = EncoderDecoderCache.reorder_cache
     with beam_cache.fast_beam_cache() as applied:

@@ -14,7 +14,13 @@ from conftest import TINY_RUN, run_cli, train_in_process
 
 pytestmark = pytest.mark.slow
 # 8 batches an epoch, 2 epochs; last.ckpt every 3 steps within an epoch (3, 6, 9, 12, 15) and after each epoch
-RESUME_RUN = [*TINY_RUN, "trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=3", "test=false", "export=false"]
+RESUME_RUN = [
+    *TINY_RUN,
+    "trainer.max_epochs=2",
+    "callbacks.last_checkpoint.every_n_train_steps=3",
+    "test=false",
+    "export=false",
+]
 
 
 def _final(run_dir: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -45,7 +51,7 @@ def _assert_same_run(reference: Path, resumed: Path) -> None:
 
 
 def _resume_last(overrides: list[str], tmp_path: Path) -> Path:
-    """SIGKILL after step 11 (last.ckpt holds step 9: epoch 1, batch 1 of 8; steps 10-11 are lost), resume with `last`."""
+    """SIGKILL after step 11 (last.ckpt holds step 9: epoch 1, batch 1 of 8; steps 10-11 lost), resume with `last`."""
     killed, proc = _interrupt(overrides, 11, "SIGKILL", tmp_path)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     saved = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -53,7 +59,9 @@ def _resume_last(overrides: list[str], tmp_path: Path) -> Path:
     assert json.loads((killed / "run.json").read_text())["status"] == "running"  # SIGKILL: nothing could update it
     resumed = Path(os.environ["SUMLAB_OUTPUT_DIR"]) / "train" / f"{tmp_path.name}-resumed"
     train_in_process([*overrides, "ckpt_path=last"], resumed)
-    assert json.loads((resumed / "metrics.json").read_text())["resumed_from"] == str(killed / "checkpoints" / "last.ckpt")
+    assert json.loads((resumed / "metrics.json").read_text())["resumed_from"] == str(
+        killed / "checkpoints" / "last.ckpt"
+    )
     return resumed
 
 

@@ -42,9 +42,7 @@ def test_identical_korean_scores_one(tokenizer: str) -> None:
 
 
 @pytest.mark.parametrize("tokenizer", _tokenizers())
-def test_korean_pair_sharing_one_english_word(
-    tokenizer: str, google_scorer: rouge_scorer.RougeScorer
-) -> None:
+def test_korean_pair_sharing_one_english_word(tokenizer: str, google_scorer: rouge_scorer.RougeScorer) -> None:
     # The bug we fix: rouge_score keeps only "zoom" from both sentences and calls them identical.
     assert google_scorer.score(KO_B, KO_A)["rouge1"].fmeasure == 1.0
     scores = score_pair(KO_A, KO_B, tokenizer)
@@ -90,7 +88,12 @@ def test_rouge_lsum_is_summary_level() -> None:
 
 def test_split_sentences() -> None:
     assert split_sentences("안녕하세요. 반갑습니다!  잘 지내요?\n네\n\n좋아요") == [
-        "안녕하세요.", "반갑습니다!", "잘 지내요?", "네", "좋아요"]
+        "안녕하세요.",
+        "반갑습니다!",
+        "잘 지내요?",
+        "네",
+        "좋아요",
+    ]
     assert split_sentences("今日は晴れ。明日は雨！") == ["今日は晴れ。", "明日は雨！"]
     assert split_sentences("pi is 3.14 today") == ["pi is 3.14 today"]
     assert split_sentences("  \n ") == []
@@ -110,8 +113,7 @@ def test_score_corpus_means_and_combined() -> None:
     for key in ROUGE_KEYS:
         assert scores[key] == pytest.approx((pairs[0][key] + pairs[1][key]) / 2)
     assert scores["rougeL"] < scores["rougeLsum"] == 1.0
-    assert scores["rouge_combined"] == pytest.approx(
-        (scores["rouge1"] + scores["rouge2"] + scores["rougeL"]) / 3)
+    assert scores["rouge_combined"] == pytest.approx((scores["rouge1"] + scores["rouge2"] + scores["rougeL"]) / 3)
 
 
 def test_score_corpus_rejects_bad_input() -> None:
@@ -161,8 +163,9 @@ def test_matches_rouge_score_on_dialogsum(google_scorer: rouge_scorer.RougeScore
         ours = score_pair(pred, ref)
         theirs = google_scorer.score(ref, pred)
         # rouge_score splits Lsum sentences on newlines; give it ours.
-        theirs["rougeLsum"] = google_scorer.score(
-            "\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))["rougeLsum"]
+        theirs["rougeLsum"] = google_scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))[
+            "rougeLsum"
+        ]
         for key in ROUGE_KEYS:
             assert ours[key] == pytest.approx(theirs[key].fmeasure, abs=1e-6), (key, pred, ref)
             totals[key] += theirs[key].fmeasure
@@ -191,7 +194,9 @@ def test_multi_reference_matches_rouge_score_on_dialogsum(google_scorer: rouge_s
     for pred, row in zip(preds, rows, strict=True):
         per_ref = [google_scorer.score(ref, pred) for ref in row["references"]]
         for i, ref in enumerate(row["references"]):  # Lsum: rouge_score splits sentences on newlines; give it ours
-            per_ref[i]["rougeLsum"] = google_scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))["rougeLsum"]
+            per_ref[i]["rougeLsum"] = google_scorer.score(
+                "\n".join(split_sentences(ref)), "\n".join(split_sentences(pred))
+            )["rougeLsum"]
         for how, pick in picks.items():
             ours = rouge.score_references(pred, row["references"], multi_reference=how)
             for key in ROUGE_KEYS:
@@ -219,7 +224,10 @@ def test_rouge_metric_scores_reference_lists() -> None:
 
     from sumlab.train.metrics import RougeMetric
 
-    preds, refs = ["the cat sat on the mat", "a dog barked"], [["a cat was on the mat", "the cat sat"], ["the dog barked"] * 2]
+    preds, refs = (
+        ["the cat sat on the mat", "a dog barked"],
+        [["a cat was on the mat", "the cat sat"], ["the dog barked"] * 2],
+    )
     for how in ("mean", "max"):
         metric = RougeMetric(multi_reference=how)
         metric.update(torch.tensor([0, 1]), preds, refs, torch.tensor([6, 3]))
@@ -237,7 +245,9 @@ REFS = ["a cat was on the mat", "회의는 내일 Zoom 에서", "nothing here"]
 def _run_cli(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sumlab.rouge", *map(str, args)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
 
@@ -263,9 +273,7 @@ def test_cli_csv_with_columns_and_tokenizer(tmp_path: Path) -> None:
     rows = "".join(f'{i},"{p}"\n' for i, p in enumerate(PREDS))
     preds.write_text("id,output\n" + rows, encoding="utf-8")
     refs = _write_jsonl(tmp_path / "refs.jsonl", [{"summary": "x", "gold": r} for r in REFS])
-    result = _run_cli(
-        preds, refs, "--column", "output", "--ref-column", "gold", "--tokenizer", "whitespace"
-    )
+    result = _run_cli(preds, refs, "--column", "output", "--ref-column", "gold", "--tokenizer", "whitespace")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {**score_corpus(PREDS, REFS, "whitespace"), "n": 3}
 
@@ -303,15 +311,30 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[object], str]]:
         "bad json line": ([tmp / "badjson.jsonl", good], "line 2"),
         "csv column absent": ([tmp / "nocol.csv", good, "--column", "pred"], "'pred'"),
         "count mismatch": ([tmp / "three.txt", good], "3 predictions"),
-        "ragged references": ([good, tmp / "ragged.jsonl", "--ref-column", "references"], "different numbers of references"),
+        "ragged references": (
+            [good, tmp / "ragged.jsonl", "--ref-column", "references"],
+            "different numbers of references",
+        ),
         "empty references": ([good, tmp / "emptyrefs.jsonl", "--ref-column", "references"], "non-empty list"),
     }
 
 
-@pytest.mark.parametrize("case", [
-    "missing file", "empty file", "not utf-8", "no known column", "named column absent",
-    "column missing on a line", "bad json line", "csv column absent", "count mismatch", "ragged references",
-    "empty references"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "empty file",
+        "not utf-8",
+        "no known column",
+        "named column absent",
+        "column missing on a line",
+        "bad json line",
+        "csv column absent",
+        "count mismatch",
+        "ragged references",
+        "empty references",
+    ],
+)
 def test_cli_bad_input(tmp_path: Path, case: str) -> None:
     args, expected = _bad_inputs(tmp_path)[case]
     result = _run_cli(*args)

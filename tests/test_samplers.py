@@ -18,7 +18,9 @@ def _epoch(sampler: LengthGroupedBatchSampler, epoch: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 8])
-@pytest.mark.parametrize("mode", [{"batch_size": 16}, {"max_tokens": 3000}, {"batch_size": 16, "group_by_length": False}])
+@pytest.mark.parametrize(
+    "mode", [{"batch_size": 16}, {"max_tokens": 3000}, {"batch_size": 16, "group_by_length": False}]
+)
 def test_every_example_once_and_equal_batch_counts_across_ranks(world: int, mode: dict) -> None:
     ranks = [LengthGroupedBatchSampler(LENGTHS, seed=3, rank=r, world_size=world, **mode) for r in range(world)]
     for epoch in (0, 1):
@@ -26,7 +28,9 @@ def test_every_example_once_and_equal_batch_counts_across_ranks(world: int, mode
         assert len({len(b) for b in per_rank}) == 1 and all(len(s) == len(per_rank[0]) for s in ranks)
         seen = [i for batches in per_rank for b in batches for i in b]
         assert set(seen) == set(range(len(LENGTHS)))
-        assert len(seen) - len(LENGTHS) <= max(len(b) for bs in per_rank for b in bs) * (world - 1)  # only padding repeats
+        assert len(seen) - len(LENGTHS) <= max(len(b) for bs in per_rank for b in bs) * (
+            world - 1
+        )  # only padding repeats
 
 
 def test_token_budget_is_never_exceeded_except_a_lone_overlong_example() -> None:
@@ -95,6 +99,10 @@ def test_eval_batches_sorted_and_split_with_one_input_on_many_ranks() -> None:
     sampler = EvalBatchSampler([3, 9, 1, 7], 2)
     assert list(sampler) == [[1, 3], [0, 2]]
     ranks = [EvalBatchSampler([5], 4, rank=r, world_size=3) for r in range(3)]
-    assert [list(s) for s in ranks] == [[[0]], [[0]], [[0]]]  # no rank empty (Lightning refuses that); repeats dropped by index
+    assert [list(s) for s in ranks] == [
+        [[0]],
+        [[0]],
+        [[0]],
+    ]  # no rank empty (Lightning refuses that); repeats dropped by index
     assert [s.real_batches for s in ranks] == [1, 0, 0]  # ranks 1 and 2 only repeat: left out of the loss
     assert [len(EvalBatchSampler([], 4, rank=r, world_size=2)) for r in range(2)] == [0, 0]

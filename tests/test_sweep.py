@@ -142,8 +142,9 @@ def test_leaderboard_orders_best_first(tmp_path: Path) -> None:
     assert table.splitlines()[2].startswith("| 1 | 0.5000 |")
 
 
-def make_run(root: Path, name: str, monitor: str, score: float, mode_in_metrics: str | None,
-             mode_in_config: str | None) -> None:
+def make_run(
+    root: Path, name: str, monitor: str, score: float, mode_in_metrics: str | None, mode_in_config: str | None
+) -> None:
     """A run directory as train.run leaves it (run.json, metrics.json, .hydra/config.yaml), without training."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
@@ -217,7 +218,7 @@ def cycles_through(graph: dict[str, set[str]], prefixes: tuple[str, ...]) -> lis
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = path[path.index(nxt) :] + [nxt]
                 if any(m.startswith(prefixes) for m in cycle):
                     found.append(cycle)
             elif nxt not in state:

@@ -197,8 +197,9 @@ def test_bad_trial_is_pruned_and_crashing_trial_fails(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load(sweep_dir, "prune").get_trials()
     states = [t.state for t in trials]
-    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED], \
-        [(t.number, t.state, t.params) for t in trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.PRUNED], [
+        (t.number, t.state, t.params) for t in trials
+    ]
     assert "no_such_schedule" in trials[1].user_attrs["error"]
     assert trials[2].user_attrs["error"] == "optim.warmup_ratio=1.5 must be in [0, 1)"  # the line the trial reported
     assert "error: optim.warmup_ratio=1.5 must be in [0, 1)" in result.stderr

@@ -106,5 +106,3 @@ def test_learnability_proxy(data: list[dict]) -> None:
     # What cannot be copied comes from a small, fixed set of template words.
     template = {w for s, d in zip(summaries, dialogues) for w in set(s) - set(d)}
     assert len(template) < 80
-
-

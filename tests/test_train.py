@@ -43,7 +43,8 @@ def _load_best(cfg, run_dir: Path):
 def default_run(tmp_path_factory) -> Path:
     """`make train`'s settings exactly (the default config), with secrets in the environment."""
     run_dir = tmp_path_factory.mktemp("default") / "run"
-    proc = run_cli("train.py", f"hydra.run.dir={run_dir}", "+hydra.job.env_set.WANDB_API_KEY=" + SECRETS["WANDB_API_KEY"],
+    proc = run_cli("train.py", f"hydra.run.dir={run_dir}",
+                   "+hydra.job.env_set.WANDB_API_KEY=" + SECRETS["WANDB_API_KEY"],
                    env={**SECRETS, "WANDB_MODE": "offline"}, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run directory" in proc.stdout and "rouge_combined" in proc.stdout  # the summary table
@@ -87,7 +88,9 @@ def test_no_secret_in_run_directory(default_run: Path) -> None:
 def test_tiny_family_trains_exports_and_reloads(model: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # min_new_tokens: a barely trained model may emit EOS at once, and "" == "" would prove nothing
-    _, cfg = train_in_process([f"model={model}", *TINY_RUN, "trainer.max_epochs=2", "generation.min_new_tokens=4"], run_dir)
+    _, cfg = train_in_process(
+        [f"model={model}", *TINY_RUN, "trainer.max_epochs=2", "generation.min_new_tokens=4"], run_dir
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 2 * 8 and metrics["validation"]["num_examples"] == 9
 
@@ -103,8 +106,10 @@ def test_tiny_family_trains_exports_and_reloads(model: str, tmp_path: Path) -> N
     assert reloaded.generation_config.num_beams == cfg.generation.num_beams
     assert reloaded.generation_config.max_new_tokens == cfg.generation.max_new_tokens
     family = make_family(enum_value(cfg.model.family), tokenizer, cfg.model.prefix, cfg.model.separator)
-    rows = [{"idx": i, **family.features(e["text"], None, cfg.data.max_source_length, 8)}
-            for i, e in enumerate(load_split(cfg.data, "validation", seed=cfg.seed)[: batch["idx"].numel()])]  # fmt: skip
+    rows = [
+        {"idx": i, **family.features(e["text"], None, cfg.data.max_source_length, 8)}
+        for i, e in enumerate(load_split(cfg.data, "validation", seed=cfg.seed)[: batch["idx"].numel()])
+    ]
     with torch.no_grad():
         got = decode(tokenizer, family.generate(reloaded, family.collate(rows), reloaded.generation_config))
     assert got == expected
@@ -135,10 +140,11 @@ def test_resume_last_continues_step_count(tmp_path: Path, capsys: pytest.Capture
     # the validation reported is that of the checkpoint this run exports: its own epoch, not the first run's
     assert second["validation"]["epoch"] == 1 and Path(second["best_checkpoint"]).parent == second_dir / "checkpoints"
 
-
     # the same checkpoint under another architecture: one clear line, exit 2, before any training
     with pytest.raises(SystemExit) as stop:
-        train_in_process([*overrides, "model=tiny_bart", f"ckpt_path={second['resumed_from']}"], out / f"{tmp_path.name}-c")
+        train_in_process(
+            [*overrides, "model=tiny_bart", f"ckpt_path={second['resumed_from']}"], out / f"{tmp_path.name}-c"
+        )
     assert stop.value.code == 2
     assert "holds a different model than this run's BartForConditionalGeneration" in capsys.readouterr().err
 
@@ -147,7 +153,9 @@ def test_last_checkpoint_is_the_last_epoch_without_a_new_best(tmp_path: Path) ->
     # Lightning 2.6's save_last writes last.ckpt only beside a new best; ckpt_path=last must resume from the end.
     # Maximizing val/loss while it falls keeps the best at epoch 0.
     run_dir = tmp_path / "last"
-    train_in_process([*TINY_RUN, "trainer.max_epochs=3", "metrics.monitor=val/loss", "metrics.mode=max", "test=false"], run_dir)
+    train_in_process(
+        [*TINY_RUN, "trainer.max_epochs=3", "metrics.monitor=val/loss", "metrics.mode=max", "test=false"], run_dir
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["validation"]["epoch"] == 0 and metrics["global_step"] == 3 * 8
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -14,7 +14,9 @@ from sumlab.core.errors import SumlabError
 from sumlab.train.runner import training_precision
 
 
-def test_precision_auto_is_bf16_only_on_a_bf16_gpu_and_only_if_the_model_allows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precision_auto_is_bf16_only_on_a_bf16_gpu_and_only_if_the_model_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = compose_config([], run_dir=tmp_path)
     assert cfg.trainer.precision == "auto" and training_precision(cfg) == "32"  # this CPU machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -18,12 +18,16 @@ pytestmark = pytest.mark.slow
 
 
 def test_sorted_validation_scores_exactly_like_file_order(tmp_path: Path) -> None:
-    cfg = compose_config([*TINY_RUN, "data.synthetic_sizes.validation=13", "generation.min_new_tokens=4"], run_dir=tmp_path)
+    cfg = compose_config(
+        [*TINY_RUN, "data.synthetic_sizes.validation=13", "generation.min_new_tokens=4"], run_dir=tmp_path
+    )
     L.seed_everything(cfg.seed)
     module, datamodule, _ = build_module(cfg, load_splits(cfg))
     sorted_ids = [int(i) for b in datamodule.val_dataloader() for i in b["idx"]]
     assert sorted_ids != sorted(sorted_ids)  # the default really reorders
-    file_order = DataLoader(datamodule.tokenized("validation"), batch_size=cfg.data.eval_batch_size, collate_fn=datamodule.collate)
+    file_order = DataLoader(
+        datamodule.tokenized("validation"), batch_size=cfg.data.eval_batch_size, collate_fn=datamodule.collate
+    )
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -37,7 +37,9 @@ def decode(tokenizer: Any, sequences: torch.Tensor) -> list[str]:
     return [t.replace("<n>", "\n").strip() for t in texts]
 
 
-def generate_texts(family: "Seq2Seq | Causal", model: Any, batch: dict[str, Any], config: GenerationConfig) -> tuple[list[str], torch.Tensor]:
+def generate_texts(
+    family: "Seq2Seq | Causal", model: Any, batch: dict[str, Any], config: GenerationConfig
+) -> tuple[list[str], torch.Tensor]:
     """Summaries for a batch, and each one's length in generated tokens (special tokens not counted)."""
     sequences = family.generate(model, batch, config)
     special = torch.tensor(sorted(set(family.tokenizer.all_special_ids)), device=sequences.device)
@@ -124,7 +126,9 @@ class Causal:
             self._check_chat(chat)
             self.stop_ids = end_of_turn_ids(tokenizer, chat.end_of_turn) or [tokenizer.eos_token_id]
             self.end_id = self.stop_ids[0]
-        self._parts: dict[tuple, tuple[list[int], list[int]]] = {}  # rendered template around the dialogue, per field values
+        self._parts: dict[
+            tuple, tuple[list[int], list[int]]
+        ] = {}  # rendered template around the dialogue, per field values
         self.packing = packing
 
     # --- prompts -------------------------------------------------------------------------------------
@@ -145,7 +149,8 @@ class Causal:
         if missing:
             columns = sorted(fields) if fields else []
             raise SumlabError(
-                f"model.prompt.user placeholder {{{missing[0]}}} is not a column of the data (it has {columns or 'only {text}'}): "
+                f"model.prompt.user placeholder {{{missing[0]}}} is not a column of the data "
+                f"(it has {columns or 'only {text}'}): "
                 "use {text} or one of its columns"
             )
         values = tuple(str(fields[f]) for f in self.fields) if self.fields else ()
@@ -160,7 +165,9 @@ class Causal:
             )  # fmt: skip
             head, found, tail = rendered.partition(TEXT_SLOT)
             if not found:
-                raise SumlabError("the tokenizer's chat template drops the user turn's text: use model.chat_template=false")
+                raise SumlabError(
+                    "the tokenizer's chat template drops the user turn's text: use model.chat_template=false"
+                )
             parts = (self._encode(head), self._encode(tail))
             if len(self._parts) < 4096:  # bounded: fields such as a topic repeat, ids do not
                 self._parts[values] = parts
@@ -237,8 +244,8 @@ class Causal:
             targets.append([t for i in row for t in labels[i]] + [IGNORE_INDEX] * tail)
             positions.append([p for i in row for p in range(len(full[i]))] + list(range(tail)))
             real.append([1] * size + [0] * tail)
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(targets), "position_ids": torch.tensor(positions),
-                "packed_mask": torch.tensor(real)}  # fmt: skip
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(targets),
+                "position_ids": torch.tensor(positions), "packed_mask": torch.tensor(real)}  # fmt: skip
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
         # use_cache=False: no KV cache to build; and with one, transformers would not read packed positions
@@ -266,7 +273,9 @@ class Causal:
             input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], generation_config=config
         )[:, batch["prompt_ids"].shape[1] :]  # only the new tokens
         if self.stop_ids:  # the answer only: an end-of-turn token that is not a special token must not be decoded
-            out = out.masked_fill(torch.isin(out, torch.tensor(self.stop_ids, device=out.device)), self.tokenizer.pad_token_id)
+            out = out.masked_fill(
+                torch.isin(out, torch.tensor(self.stop_ids, device=out.device)), self.tokenizer.pad_token_id
+            )
         return out
 
 
@@ -288,7 +297,9 @@ def check_packing(model: Any) -> None:
     try:
         with torch.no_grad():
             alone = model(input_ids=second.to(device), use_cache=False).logits.float()
-            packed = model(input_ids=torch.cat([first, second], 1).to(device), position_ids=positions.to(device), use_cache=False).logits
+            packed = model(
+                input_ids=torch.cat([first, second], 1).to(device), position_ids=positions.to(device), use_cache=False
+            ).logits
     finally:
         model.train(training)
     if not torch.allclose(packed[:, 6:].float(), alone, rtol=1e-3, atol=1e-4 * float(alone.abs().max()) + 1e-6):

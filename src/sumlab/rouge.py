@@ -25,9 +25,7 @@ class _InputError(Exception):
     """A problem with an input file; main() prints it as one `error:` line."""
 
 
-def _pick_column(
-    fields: Iterable[str], column: str | None, candidates: tuple[str, ...], where: str, flag: str
-) -> str:
+def _pick_column(fields: Iterable[str], column: str | None, candidates: tuple[str, ...], where: str, flag: str) -> str:
     available = list(fields)
     found = ", ".join(available) or "none"
     if column is not None:
@@ -38,8 +36,7 @@ def _pick_column(
         if candidate in available:
             return candidate
     raise _InputError(
-        f"{where} has none of the fields {', '.join(candidates)} (found: {found}); "
-        f"name the field with {flag} NAME"
+        f"{where} has none of the fields {', '.join(candidates)} (found: {found}); name the field with {flag} NAME"
     )
 
 
@@ -52,13 +49,15 @@ def _field(record: dict[str, Any], column: str, where: str, flag: str) -> str | 
             raise _InputError(f"{where}: {column!r} must be a non-empty list of strings")
         return value
     if not isinstance(value, str):
-        raise _InputError(f"{where}: {column!r} is not a string (got {type(value).__name__}); "
-                          f"pick a text field with {flag}")
+        raise _InputError(
+            f"{where}: {column!r} is not a string (got {type(value).__name__}); pick a text field with {flag}"
+        )
     return value
 
 
-def _read_jsonl(text: str, path: Path, column: str | None, candidates: tuple[str, ...],
-                flag: str) -> list[str | list[str]]:
+def _read_jsonl(
+    text: str, path: Path, column: str | None, candidates: tuple[str, ...], flag: str
+) -> list[str | list[str]]:
     records: list[tuple[str, dict[str, Any]]] = []
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
@@ -67,13 +66,9 @@ def _read_jsonl(text: str, path: Path, column: str | None, candidates: tuple[str
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _InputError(
-                f"{where} is not valid JSON ({e.msg}); fix or remove that line"
-            ) from None
+            raise _InputError(f"{where} is not valid JSON ({e.msg}); fix or remove that line") from None
         if not isinstance(record, dict):
-            raise _InputError(
-                f'{where} is not a JSON object; write one {{"field": "text"}} per line'
-            )
+            raise _InputError(f'{where} is not a JSON object; write one {{"field": "text"}} per line')
         records.append((where, record))
     if not records:
         return []
@@ -81,23 +76,24 @@ def _read_jsonl(text: str, path: Path, column: str | None, candidates: tuple[str
     return [_field(record, column, where, flag) for where, record in records]
 
 
-def _read_csv(text: str, path: Path, column: str | None, candidates: tuple[str, ...],
-              flag: str) -> list[str]:
+def _read_csv(text: str, path: Path, column: str | None, candidates: tuple[str, ...], flag: str) -> list[str]:
     reader = csv.DictReader(io.StringIO(text))
     column = _pick_column(reader.fieldnames or [], column, candidates, f"{path} header", flag)
     return [_field(row, column, f"{path} line {reader.line_num}", flag) for row in reader]
 
 
-def _read_texts(path: Path, column: str | None, candidates: tuple[str, ...], role: str,
-                flag: str) -> list[str | list[str]]:
+def _read_texts(
+    path: Path, column: str | None, candidates: tuple[str, ...], role: str, flag: str
+) -> list[str | list[str]]:
     """One text per example from a .jsonl, .csv or plain-text (one example per line) file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise _InputError(f"{role} file not found: {path}; check the path") from None
     except UnicodeDecodeError as e:
-        raise _InputError(f"{role} file {path} is not UTF-8 (bad byte at offset {e.start}); "
-                          "re-save it as UTF-8") from None
+        raise _InputError(
+            f"{role} file {path} is not UTF-8 (bad byte at offset {e.start}); re-save it as UTF-8"
+        ) from None
     except OSError as e:
         raise _InputError(f"cannot read {role} file {path}: {e.strerror}; check the path") from None
     if not text.strip():
@@ -123,18 +119,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("predictions", type=Path, help="model outputs")
     parser.add_argument("references", type=Path, help="gold summaries, same order")
     parser.add_argument("--tokenizer", choices=TOKENIZERS, default="default")
-    parser.add_argument("--column", help="predictions field (default: first of "
-                        f"{', '.join(_PREDICTION_COLUMNS)})")
-    parser.add_argument("--ref-column", help="references field (default: first of "
-                        f"{', '.join(_REFERENCE_COLUMNS)}); in JSONL it may hold a list of references per row")
-    parser.add_argument("--multi-reference", choices=MULTI_REFERENCE, default="mean",
-                        help="several references per example: mean (default) or max of each F1 over them")
+    parser.add_argument("--column", help=f"predictions field (default: first of {', '.join(_PREDICTION_COLUMNS)})")
+    parser.add_argument(
+        "--ref-column",
+        help="references field (default: first of "
+        f"{', '.join(_REFERENCE_COLUMNS)}); in JSONL it may hold a list of references per row",
+    )
+    parser.add_argument(
+        "--multi-reference",
+        choices=MULTI_REFERENCE,
+        default="mean",
+        help="several references per example: mean (default) or max of each F1 over them",
+    )
     args = parser.parse_args(argv)
     try:
-        predictions = _read_texts(args.predictions, args.column, _PREDICTION_COLUMNS,
-                                  "predictions", "--column")
-        references = _read_texts(args.references, args.ref_column, _REFERENCE_COLUMNS,
-                                 "references", "--ref-column")
+        predictions = _read_texts(args.predictions, args.column, _PREDICTION_COLUMNS, "predictions", "--column")
+        references = _read_texts(args.references, args.ref_column, _REFERENCE_COLUMNS, "references", "--ref-column")
         if len(predictions) != len(references):
             raise _InputError(
                 f"{len(predictions)} predictions in {args.predictions} but {len(references)} "
@@ -143,8 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         counts = {len(r) if isinstance(r, list) else 1 for r in references}
         if len(counts) > 1:
-            raise _InputError(f"{args.references}: rows hold different numbers of references ({sorted(counts)}); "
-                              "give every row the same number")
+            raise _InputError(
+                f"{args.references}: rows hold different numbers of references ({sorted(counts)}); "
+                "give every row the same number"
+            )
         scores = score_corpus(predictions, references, args.tokenizer, args.multi_reference)
     except (_InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

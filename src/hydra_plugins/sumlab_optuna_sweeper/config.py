@@ -9,7 +9,6 @@ The keys follow hydra-optuna-sweeper (``n_trials``, ``study_name``, ``storage``,
 ``sampler``, ``params``, ``custom_search_space``, ``n_jobs``) so its users feel at home.
 """
 
-
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -51,10 +50,18 @@ SAMPLERS = {
 }
 PRUNERS = {
     "none": {"_target_": None},
-    "median": {"_target_": "optuna.pruners.MedianPruner",
-               "n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1},
-    "hyperband": {"_target_": "optuna.pruners.HyperbandPruner",
-                  "min_resource": 1, "max_resource": "auto", "reduction_factor": 3},
+    "median": {
+        "_target_": "optuna.pruners.MedianPruner",
+        "n_startup_trials": 5,
+        "n_warmup_steps": 0,
+        "interval_steps": 1,
+    },
+    "hyperband": {
+        "_target_": "optuna.pruners.HyperbandPruner",
+        "min_resource": 1,
+        "max_resource": "auto",
+        "reduction_factor": 3,
+    },
 }
 
 

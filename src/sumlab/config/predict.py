@@ -30,7 +30,8 @@ class PredictModelConfig:
     family: Optional[str] = None  # seq2seq or causal; null: the run's, else from the model's config
     prefix: Optional[str] = None  # prepended to each source; null: the run's, else "summarize: " for T5-type models
     separator: Optional[str] = None  # causal only, prompt/summary separator; null: the run's, else "\nTL;DR:\n"
-    chat_template: Optional[bool] = None  # causal: prompt through the tokenizer's chat template; null: the run's, else off
+    # causal: prompt through the tokenizer's chat template; null: the run's, else off
+    chat_template: Optional[bool] = None
     prompt: PredictPromptConfig = field(default_factory=PredictPromptConfig)  # chat prompts; null keys: the run's
     end_of_turn: Optional[list[str]] = None  # chat: tokens that stop generation; null: the run's, else EOS
     revision: Optional[str] = None  # hub revision, for a hub name
@@ -40,7 +41,8 @@ class PredictModelConfig:
 @dataclass
 class PredictMetricsConfig:
     tokenizer: Optional[str] = None  # ROUGE words: default, whitespace or kiwi; null: the training run's, else default
-    multi_reference: str = "mean"  # with data.reference_columns: mean or max of each ROUGE F1 over an example's references
+    # with data.reference_columns: mean or max of each ROUGE F1 over an example's references
+    multi_reference: str = "mean"
 
 
 @dataclass
@@ -62,7 +64,8 @@ class PredictConfig:
     sort_by_length: bool = True  # batches of similar source length (order restored in the output)
     fast_beam_cache: bool = True  # beam search: skip re-copying the cross-attention cache (guarded, see beam_cache.py)
     backend: str = "auto"  # auto (CTranslate2 where it honours the model and every setting, else hf), ctranslate2, hf
-    compute_type: str = "auto"  # CTranslate2's: auto (float32 on CPU, bfloat16/float16 on GPU), float32, int8, int8_float32, ...
+    # CTranslate2's: auto (float32 on CPU, bfloat16/float16 on GPU), float32, int8, int8_float32, ...
+    compute_type: str = "auto"
     model: PredictModelConfig = field(default_factory=PredictModelConfig)
     data: PredictDataConfig = MISSING
     trainer: TrainerConfig = MISSING

@@ -38,7 +38,9 @@ def check_schema(cfg: DictConfig, schema: type) -> None:
         OmegaConf.merge(OmegaConf.structured(schema), plain)
     except OmegaConfBaseException as ex:
         key = getattr(ex, "full_key", None) or "?"
-        raise SumlabError(f"config key {key}: {str(ex).splitlines()[0]} (see `python train.py --cfg job` for the keys)") from None
+        raise SumlabError(
+            f"config key {key}: {str(ex).splitlines()[0]} (see `python train.py --cfg job` for the keys)"
+        ) from None
 
 
 def validate(cfg: DictConfig) -> None:
@@ -80,10 +82,15 @@ def check_prompt(model: DictConfig, data: DictConfig) -> None:
     family = enum_value(model.family)
     if model.get("chat_template"):
         if family != "causal":
-            raise SumlabError("model.chat_template=true is for decoder-only models: set model.family=causal, or chat_template=false")
+            raise SumlabError(
+                "model.chat_template=true is for decoder-only models: set model.family=causal, or chat_template=false"
+            )
         prompt_fields(model.prompt.user)
     if data.get("packing") and family != "causal":
-        raise SumlabError("data.packing=true packs decoder-only training rows: use it with model.family=causal, or set data.packing=false")
+        raise SumlabError(
+            "data.packing=true packs decoder-only training rows: use it with model.family=causal, "
+            "or set data.packing=false"
+        )
 
 
 def check_data(data: DictConfig) -> None:
@@ -96,7 +103,9 @@ def check_data(data: DictConfig) -> None:
     if data.max_tokens is not None and data.max_tokens < 1:
         raise SumlabError(f"data.max_tokens={data.max_tokens} must be at least 1 (or null for data.batch_size batches)")
     if data.preprocessing_num_workers is not None and data.preprocessing_num_workers < 1:
-        raise SumlabError(f"data.preprocessing_num_workers={data.preprocessing_num_workers} must be at least 1 (or null)")
+        raise SumlabError(
+            f"data.preprocessing_num_workers={data.preprocessing_num_workers} must be at least 1 (or null)"
+        )
     if data.streaming and data.source == "synthetic":
         raise SumlabError("data.streaming=true needs files or a hub dataset: the synthetic set is generated in memory")
     if data.streaming and data.max_tokens is not None:
@@ -128,7 +137,9 @@ def check_qlora(cfg: DictConfig) -> None:
     if q.bias not in QLORA_BIASES:
         raise SumlabError(f"qlora.bias={q.bias} is unknown: use one of {list(QLORA_BIASES)}")
     if q.target_modules is not None and len(q.target_modules) == 0:
-        raise SumlabError("qlora.target_modules=[] adapts nothing: list module names, or null for the family's defaults")
+        raise SumlabError(
+            "qlora.target_modules=[] adapts nothing: list module names, or null for the family's defaults"
+        )
     try:
         import peft  # noqa: F401
     except ImportError:
@@ -138,7 +149,9 @@ def check_qlora(cfg: DictConfig) -> None:
     if q.quant_type not in QLORA_QUANT_TYPES:
         raise SumlabError(f"qlora.quant_type={q.quant_type} is unknown: use one of {list(QLORA_QUANT_TYPES)}")
     if q.compute_dtype != "auto" and q.compute_dtype not in QLORA_COMPUTE_DTYPES:
-        raise SumlabError(f"qlora.compute_dtype={q.compute_dtype} is unknown: use auto or one of {list(QLORA_COMPUTE_DTYPES)}")
+        raise SumlabError(
+            f"qlora.compute_dtype={q.compute_dtype} is unknown: use auto or one of {list(QLORA_COMPUTE_DTYPES)}"
+        )
     if q.compute_dtype == "float16" and "16-mixed" not in cfg.model.safe_precisions:  # the preset's fp16 rule
         raise SumlabError(
             f"qlora.compute_dtype=float16 is not safe for model {cfg.model.name_or_path} (its activations overflow "
@@ -148,7 +161,8 @@ def check_qlora(cfg: DictConfig) -> None:
     if device not in ("cpu", "cuda"):
         raise SumlabError(
             f"qlora={method} quantizes with bitsandbytes, which runs on CUDA GPUs and the CPU, not on "
-            f"{device} (trainer.accelerator={cfg.trainer.accelerator}): use trainer.accelerator=gpu or cpu, or qlora=lora"
+            f"{device} (trainer.accelerator={cfg.trainer.accelerator}): "
+            "use trainer.accelerator=gpu or cpu, or qlora=lora"
         )
     strategy = str(cfg.trainer.strategy).lower()
     if "fsdp" in strategy or "deepspeed" in strategy:

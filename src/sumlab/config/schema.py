@@ -81,8 +81,11 @@ class ModelConfig:
     trust_remote_code: bool = False  # run the checkpoint's own modeling code; off unless a preset says why
     chat_template: bool = False  # causal: prompt through the tokenizer's chat template (instruct models)
     prompt: PromptConfig = field(default_factory=PromptConfig)  # chat_template only: system and user turns
-    end_of_turn: list[str] = field(default_factory=list)  # chat: tokens ending the assistant turn; the first is learnt after the answer, any stops generation; [] = the EOS token
-    lora_target_modules: Optional[list[str]] = None  # the preset's LoRA targets when qlora.target_modules is null; null = family defaults
+    # chat: tokens ending the assistant turn; the first is learnt after the answer, any stops generation;
+    # [] = the EOS token
+    end_of_turn: list[str] = field(default_factory=list)
+    # the preset's LoRA targets when qlora.target_modules is null; null = family defaults
+    lora_target_modules: Optional[list[str]] = None
 
 
 @dataclass
@@ -93,32 +96,38 @@ class DataConfig:
     train_file: Optional[str] = None  # JSONL, JSON, CSV, TSV or Parquet (UTF-8, with or without BOM)
     validation_file: Optional[str] = None
     test_file: Optional[str] = None
-    dataset_name: Optional[str] = None  # hub dataset (abisee/cnn_dailymail), read when the split's local file is missing
+    # hub dataset (abisee/cnn_dailymail), read when the split's local file is missing
+    dataset_name: Optional[str] = None
     dataset_config_name: Optional[str] = None  # hub dataset config (3.0.0 for cnn_dailymail)
     revision: Optional[str] = None  # hub revision (branch, tag or commit): part of the cache key
     train_split: str = "train"  # the hub dataset's name for each split
     validation_split: str = "validation"
     test_split: str = "test"
-    streaming: bool = False  # read hub/files as iterable datasets, tokenized as read, no cache: group_by_length does not apply, no max_tokens, no epoch sizes
+    # read hub/files as iterable datasets, tokenized as read, no cache: group_by_length does not apply,
+    # no max_tokens, no epoch sizes
+    streaming: bool = False
     shuffle_buffer: int = 10000  # data.streaming: training rows are shuffled within a buffer of this many rows
     text_column: str = "dialogue"  # column holding the text to summarize
     summary_column: str = "summary"  # column holding the reference summary (the training target)
     id_column: Optional[str] = "id"  # example ids; row numbers when null or absent
-    reference_columns: Optional[list[str]] = None  # validation/test/predict score against these: several columns, or one holding a list per row
+    # validation/test/predict score against these: several columns, or one holding a list per row
+    reference_columns: Optional[list[str]] = None
     source_template: str = "{text}"  # model input built from columns: "{topic}: {text}" ({text} is data.text_column)
     unescape_newlines: bool = False  # clean-up of text and summaries: literal \n sequences become newlines
     collapse_whitespace: bool = False  # clean-up: runs of spaces and tabs become one space (newlines kept)
     strip: bool = False  # clean-up: strip leading and trailing whitespace
-    skip_empty: bool = False  # drop rows whose text or summary is empty or null (reports how many); else a null is an error
+    # drop rows whose text or summary is empty or null (reports how many); else a null is an error
+    skip_empty: bool = False
     max_source_length: int = 512  # source tokens kept (causal: prompt truncated from the left)
     max_target_length: int = 128  # summary tokens kept for training
     max_train_samples: Optional[int] = None  # keep only the first N rows (debugging, quick runs)
     max_eval_samples: Optional[int] = None  # same for validation
-    max_predict_samples: Optional[int] = None  # same for the test split (training's test step) and predict.py's data.split (HF's name)
-    synthetic_sizes: dict[str, int] = field(
-        default_factory=lambda: {"train": 2000, "validation": 100, "test": 100}
-    )  # synthetic source only: examples per split
-    preprocessing_num_workers: Optional[int] = None  # processes tokenizing a split (Dataset.map num_proc); null: this one
+    # same for the test split (training's test step) and predict.py's data.split (HF's name)
+    max_predict_samples: Optional[int] = None
+    # synthetic source only: examples per split
+    synthetic_sizes: dict[str, int] = field(default_factory=lambda: {"train": 2000, "validation": 100, "test": 100})
+    # processes tokenizing a split (Dataset.map num_proc); null: this one
+    preprocessing_num_workers: Optional[int] = None
     overwrite_cache: bool = False  # rebuild the tokenized cache under paths.cache_dir/data even when it exists
     batch_size: int = 16  # per device, training
     eval_batch_size: int = 32  # per device, validation and test
@@ -126,17 +135,20 @@ class DataConfig:
     group_by_length: bool = True  # training batches of similar length (less padding), still shuffled by (seed, epoch)
     special_tokens: bool = True  # speaker tags and masks (#Person1#, #PhoneNumber#) become whole tokens
     special_token_pattern: str = r"#[A-Za-z][A-Za-z0-9_]*#"  # what counts as such a tag
-    max_tokens: Optional[int] = None  # training batches built to this many padded source+target tokens (batch_size then unused)
+    # training batches built to this many padded source+target tokens (batch_size then unused)
+    max_tokens: Optional[int] = None
     packing: bool = False  # causal: a batch's examples in one row, positions restarting, no attention across examples
 
 
 @dataclass
 class OptimConfig:
-    lr: float = "${model.learning_rate}"  # type: ignore[assignment]  # AdamW peak learning rate (the model preset's recommendation)
+    # AdamW peak learning rate (the model preset's recommendation)
+    lr: float = "${model.learning_rate}"  # type: ignore[assignment]
     weight_decay: float = 0.01  # never applied to biases and norm weights
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's
     eps: float = 1e-8  # AdamW's
-    scheduler: str = "${model.scheduler}"  # transformers.get_scheduler name: linear, cosine, constant_with_warmup... (the preset's)
+    # transformers.get_scheduler name: linear, cosine, constant_with_warmup... (the preset's)
+    scheduler: str = "${model.scheduler}"
     warmup_ratio: float = 0.0  # fraction of the real number of optimizer steps spent warming up
     label_smoothing: float = 0.0  # of the cross-entropy targets, in [0, 1)
 
@@ -167,7 +179,9 @@ class TrainerConfig:
     devices: Any = "auto"  # int, list of ids or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto, ddp, ddp_spawn, fsdp, ...
-    precision: str = "auto"  # auto (bf16-mixed on a GPU that supports it, else 32), 32, bf16-mixed, 16-mixed; checked against model.safe_precisions
+    # auto (bf16-mixed on a GPU that supports it, else 32), 32, bf16-mixed, 16-mixed;
+    # checked against model.safe_precisions
+    precision: str = "auto"
     max_epochs: Optional[int] = 10
     max_steps: int = -1
     min_epochs: Optional[int] = None
@@ -193,7 +207,8 @@ class MetricsConfig:
     tokenizer: str = "default"  # ROUGE words: default (Unicode words), whitespace, or kiwi (Korean morphemes)
     monitor: str = "val/rouge_combined"  # the metric that picks the best checkpoint and early stopping
     mode: str = "max"  # max or min: whether a higher monitor is better (checkpoints, early stopping, leaderboard)
-    multi_reference: str = "mean"  # several references per example: mean (the competition's rule) or max of each ROUGE F1
+    # several references per example: mean (the competition's rule) or max of each ROUGE F1
+    multi_reference: str = "mean"
 
 
 @dataclass
@@ -202,25 +217,31 @@ class PathsConfig:
     data_dir: str = MISSING  # data presets look here (env SUMLAB_DATA_DIR)
     output_dir: str = MISSING  # runs and sweeps go under here (env SUMLAB_OUTPUT_DIR)
     sweep_dir: str = MISSING  # multirun sweeps go under here (env SUMLAB_SWEEP_DIR)
-    cache_dir: str = MISSING  # derived files, rebuilt when missing: tiny tokenizers, tokenized data, datasets' Arrow copies, CTranslate2 conversions of hub models (env SUMLAB_CACHE_DIR)
+    # derived files, rebuilt when missing: tiny tokenizers, tokenized data, datasets' Arrow copies,
+    # CTranslate2 conversions of hub models (env SUMLAB_CACHE_DIR)
+    cache_dir: str = MISSING
     run_dir: str = MISSING  # this run's directory: Hydra's output dir
 
 
 @dataclass
 class QLoRAConfig:
-    """LoRA / QLoRA adapters (peft + bitsandbytes), set up by sumlab.models.adapters; method none trains every weight."""
+    """LoRA / QLoRA adapters (peft + bitsandbytes), set up by sumlab.models.adapters; method none trains all weights."""
 
     method: AdapterMethod = AdapterMethod.none  # none (full fine-tuning), lora, qlora (4-bit NF4 base), lora_8bit
     r: int = 16  # LoRA rank: size of the low-rank update of each target layer (at least 1)
     alpha: float = 32.0  # LoRA scale numerator: updates are scaled by alpha / r
     dropout: float = 0.05  # dropout on the input of each LoRA branch
-    target_modules: Optional[list[str]] = None  # module-name suffixes to adapt; null = model.lora_target_modules, else the family's defaults (models.adapters.DEFAULT_TARGETS)
-    modules_to_save: Optional[list[str]] = None  # extra modules trained in full and saved with the adapter (e.g. [lm_head])
+    # module-name suffixes to adapt; null = model.lora_target_modules, else the family's defaults
+    # (models.adapters.DEFAULT_TARGETS)
+    target_modules: Optional[list[str]] = None
+    # extra modules trained in full and saved with the adapter (e.g. [lm_head])
+    modules_to_save: Optional[list[str]] = None
     train_new_tokens: bool = True  # embedding rows of tags added to the vocabulary train (tied output rows follow)
     bias: str = "none"  # biases that train: none, all, lora_only
     quant_type: str = "nf4"  # qlora: 4-bit data type, nf4 or fp4
     double_quant: bool = True  # qlora: quantize the quantization constants too (about 0.4 bit per weight saved)
-    compute_dtype: str = "auto"  # qlora: dtype of the 4-bit matmuls: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16
+    # qlora: dtype of the 4-bit matmuls: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16
+    compute_dtype: str = "auto"
 
 
 @dataclass

@@ -15,7 +15,17 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-PACKAGES = ("sumlab", "torch", "transformers", "lightning", "hydra-core", "tokenizers", "torchmetrics", "peft", "ctranslate2")
+PACKAGES = (
+    "sumlab",
+    "torch",
+    "transformers",
+    "lightning",
+    "hydra-core",
+    "tokenizers",
+    "torchmetrics",
+    "peft",
+    "ctranslate2",
+)
 
 
 def write_atomic(path: Path, text: str) -> None:

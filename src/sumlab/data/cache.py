@@ -48,7 +48,8 @@ def tokenizer_identity(tokenizer: Any) -> str:
     if backend is not None:
         # truncation/padding are per-call state that encoding itself changes, not what the tokenizer does
         state = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
-    parts = [type(tokenizer).__name__, json.dumps(state, sort_keys=True) if backend is not None else Hasher.hash(tokenizer),
+    parts = [type(tokenizer).__name__,
+             json.dumps(state, sort_keys=True) if backend is not None else Hasher.hash(tokenizer),
              json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str), str(len(tokenizer)),
              str(getattr(tokenizer, "chat_template", None)), str(getattr(tokenizer, "padding_side", None))]  # fmt: skip
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -68,7 +69,9 @@ def cache_key(raw: datasets.Dataset, cfg: DictConfig, family: Any, split: str) -
         stat = os.stat(split_path(cfg, split))
         origin.update(path=str(split_path(cfg, split).resolve()), size=stat.st_size, mtime=stat.st_mtime_ns)
     elif origin["source"] == "hub":
-        origin.update(name=data.get("dataset_name"), config=data.get("dataset_config_name"), revision=data.get("revision"))
+        origin.update(
+            name=data.get("dataset_name"), config=data.get("dataset_config_name"), revision=data.get("revision")
+        )
     parts = {
         "format": FORMAT, "split": split, "origin": origin, "rows": len(raw),
         "data": {k: data.get(k) for k in DATA_KEYS}, "tokenizer": tokenizer_identity(family.tokenizer),
@@ -77,7 +80,9 @@ def cache_key(raw: datasets.Dataset, cfg: DictConfig, family: Any, split: str) -
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _encode(batch: dict[str, list], indices: list[int], cfg: DictConfig, family: Any, with_references: bool) -> dict[str, list]:
+def _encode(
+    batch: dict[str, list], indices: list[int], cfg: DictConfig, family: Any, with_references: bool
+) -> dict[str, list]:
     ex = normalize(batch, indices, cfg, with_references)
     has_summary = ex["summary"][0] is not None
     named = getattr(family, "fields", ())  # columns a chat prompt names besides {text}, e.g. {topic}
@@ -166,7 +171,9 @@ class TokenizedCache:
             shutil.rmtree(tmp, ignore_errors=True)
         release_memory()
         self.built.append(split)
-        print(f"data: tokenized {split} ({len(raw)} rows, {time.perf_counter() - started:.1f} s) into {path}", flush=True)
+        print(
+            f"data: tokenized {split} ({len(raw)} rows, {time.perf_counter() - started:.1f} s) into {path}", flush=True
+        )
 
     def _encoding(self, raw: datasets.Dataset | datasets.IterableDataset, split: str) -> dict[str, Any]:
         """Dataset.map arguments shared by the cached build and data.streaming."""

@@ -107,13 +107,21 @@ class SummarizationDataModule(L.LightningDataModule):
         data = self.tokenized(split)
         workers = self.cfg.num_workers
         if isinstance(data, datasets.IterableDataset):  # order is the stream's (shuffled in _stream)
-            return StreamLoader(data, batch_size=batch_size, collate_fn=self.collate, num_workers=workers,
-                                epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0)  # fmt: skip
+            return StreamLoader(
+                data, batch_size=batch_size, collate_fn=self.collate, num_workers=workers,
+                epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            )  # fmt: skip
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if train:  # shuffled by (seed, epoch), the same batch count on every rank, resumable mid-epoch
             sampler = LengthGroupedBatchSampler(
-                self.padded_lengths(split), batch_size, self.cfg.max_tokens, self.seed, self.cfg.group_by_length, rank, world
+                self.padded_lengths(split),
+                batch_size,
+                self.cfg.max_tokens,
+                self.seed,
+                self.cfg.group_by_length,
+                rank,
+                world,
             )
         else:  # longest first: generation pads each batch to its longest source
             sources = data.data.column("source_length").to_numpy()

@@ -185,7 +185,9 @@ class EvalBatchSampler(Sampler[list[int]]):
     before any ROUGE mean, and this rank's batches from ``real_batches`` on are left out of the loss.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, sort: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, sort: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
         batches = length_batches(lengths, batch_size, sort)
         self.real_batches = len(range(rank, len(batches), world_size))  # the repeats come after them
         short = -len(batches) % world_size

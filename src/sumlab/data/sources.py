@@ -35,6 +35,7 @@ READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".pa
 
 Example = dict  # {"id": str, "text": str, "summary": str | None[, "references": list[str]]}
 
+
 def split_path(cfg: DictConfig, split: str) -> Optional[Path]:
     """The configured file of a split, resolved against data.dir; None when the split has no file."""
     name = cfg.get(FILE_KEY[split])
@@ -62,7 +63,11 @@ def has_split(cfg: DictConfig, split: str) -> bool:
 
 
 def load_raw(
-    cfg: DictConfig, split: str, require_summary: bool = True, seed: int = 0, limit_key: Optional[str] = None,
+    cfg: DictConfig,
+    split: str,
+    require_summary: bool = True,
+    seed: int = 0,
+    limit_key: Optional[str] = None,
     cache_dir: Optional[str] = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """The split's rows as read (every column), checked and limited; memory-mapped unless synthetic.
@@ -94,7 +99,10 @@ def _check_stream(
 ) -> datasets.IterableDataset:
     ds = ds._resolve_features()  # reads the first rows: their columns are checked like a file's
     columns = list(ds.column_names)
-    for column, key, needed in ((cfg.text_column, "text_column", True), (cfg.summary_column, "summary_column", require_summary)):
+    for column, key, needed in (
+        (cfg.text_column, "text_column", True),
+        (cfg.summary_column, "summary_column", require_summary),
+    ):
         if needed and column not in columns:
             raise SumlabError(f"column {column!r} (data.{key}) not in {where}; it has {columns}: set data.{key}")
     check_template(cfg, columns, where)
@@ -102,8 +110,13 @@ def _check_stream(
 
 
 def load_split(
-    cfg: DictConfig, split: str, require_summary: bool = True, seed: int = 0, limit_key: Optional[str] = None,
-    cache_dir: Optional[str] = None, keep_columns: bool = False,
+    cfg: DictConfig,
+    split: str,
+    require_summary: bool = True,
+    seed: int = 0,
+    limit_key: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    keep_columns: bool = False,
 ) -> list[Example]:
     """Examples of one split as {"id", "text", "summary"} (+ "references"), template and clean-up applied.
 
@@ -115,7 +128,9 @@ def load_split(
     examples: list[Example] = []
     for batch in ds.iter(batch_size=1000):  # a Dataset or, with data.streaming, an IterableDataset
         start = len(examples)
-        columns = normalize(batch, range(start, start + len(batch[cfg.text_column])), cfg, with_references=split != "train")
+        columns = normalize(
+            batch, range(start, start + len(batch[cfg.text_column])), cfg, with_references=split != "train"
+        )
         if keep_columns:
             columns["fields"] = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
         examples += [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
@@ -125,23 +140,30 @@ def load_split(
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _from_file(path: Path, cache_dir: Optional[str], streaming: bool = False) -> datasets.Dataset | datasets.IterableDataset:
+def _from_file(
+    path: Path, cache_dir: Optional[str], streaming: bool = False
+) -> datasets.Dataset | datasets.IterableDataset:
     if not path.is_file():
         raise SumlabError(f"data file not found: {path} (check data.dir and the data.*_file keys)")
     if path.stat().st_size == 0:
         raise SumlabError(f"data file is empty: {path}")
     kind = READERS.get(path.suffix.lower())
     if kind is None:
-        raise SumlabError(f"unsupported data file type {path.suffix!r}: {path} (use .jsonl, .json, .csv, .tsv or .parquet)")
+        raise SumlabError(
+            f"unsupported data file type {path.suffix!r}: {path} (use .jsonl, .json, .csv, .tsv or .parquet)"
+        )
     _writable(cache_dir)
     kwargs: dict[str, Any] = {}
     if kind == "csv":
         header = _csv_header(path)
         # every cell as text, empty cells as "" (not NaN), as Excel and pandas' dtype=str read them
         kwargs = {"sep": "\t" if path.suffix.lower() == ".tsv" else ",", "keep_default_na": False,
-                  "encoding": "utf-8-sig", "features": datasets.Features({c: datasets.Value("string") for c in header})}  # fmt: skip
+                  "encoding": "utf-8-sig",
+                  "features": datasets.Features({c: datasets.Value("string") for c in header})}  # fmt: skip
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train", cache_dir=cache_dir, streaming=streaming, **kwargs)
+        ds = datasets.load_dataset(
+            kind, data_files=str(path), split="train", cache_dir=cache_dir, streaming=streaming, **kwargs
+        )
     except PermissionError as ex:
         raise not_writable(ex.filename or cache_dir) from None
     except Exception as ex:  # the readers (pyarrow, pandas) raise many types for a malformed file
@@ -191,7 +213,8 @@ def _check_utf8(path: Path) -> None:
                 decoder.decode(chunk)
             except UnicodeDecodeError as ex:
                 raise SumlabError(
-                    f"data file is not UTF-8: {path} (byte {offset + ex.start}); re-save it as UTF-8, e.g. iconv -f cp949 -t utf-8"
+                    f"data file is not UTF-8: {path} (byte {offset + ex.start}); "
+                    "re-save it as UTF-8, e.g. iconv -f cp949 -t utf-8"
                 ) from None
             offset += len(chunk)
 
@@ -224,7 +247,9 @@ def _check_json(path: Path) -> None:
 
 
 def not_writable(where: Any) -> SumlabError:
-    return SumlabError(f"cache directory is not writable: {where}: set paths.cache_dir (env SUMLAB_CACHE_DIR) to a writable directory")
+    return SumlabError(
+        f"cache directory is not writable: {where}: set paths.cache_dir (env SUMLAB_CACHE_DIR) to a writable directory"
+    )
 
 
 def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets.Dataset:
@@ -237,7 +262,11 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
     hub_log.setLevel(logging.ERROR)  # offline, its retry warnings would bury the one line that says what to do
     try:
         ds = datasets.load_dataset(
-            name, cfg.get("dataset_config_name"), revision=cfg.get("revision"), split=hub_split, cache_dir=cache_dir,
+            name,
+            cfg.get("dataset_config_name"),
+            revision=cfg.get("revision"),
+            split=hub_split,
+            cache_dir=cache_dir,
             **({"streaming": True} if cfg.get("streaming") else {}),
         )
         release_memory()
@@ -247,7 +276,8 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
     except ValueError as ex:
         if "split" in str(ex).lower():
             raise SumlabError(
-                f"dataset {name} has no split {hub_split!r}: set data.{HUB_SPLIT_KEY[split]} ({str(ex).splitlines()[0][:160]})"
+                f"dataset {name} has no split {hub_split!r}: set data.{HUB_SPLIT_KEY[split]} "
+                f"({str(ex).splitlines()[0][:160]})"
             ) from None
         raise _hub_error(cfg, split, ex) from None
     except Exception as ex:  # offline, unknown name, gated: datasets raises many types
@@ -258,7 +288,11 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
 
 def _hub_error(cfg: DictConfig, split: str, ex: Exception) -> SumlabError:
     path = split_path(cfg, split)
-    local = f"or put the files under data.dir={cfg.get('dir')} ({path.name})" if path else f"or set data.{FILE_KEY[split]}=path/to/{split}.jsonl"
+    local = (
+        f"or put the files under data.dir={cfg.get('dir')} ({path.name})"
+        if path
+        else f"or set data.{FILE_KEY[split]}=path/to/{split}.jsonl"
+    )
     return SumlabError(
         f"cannot load dataset {cfg.dataset_name!r} ({type(ex).__name__}): it is not in the local cache and the hub "
         f"is unreachable or does not have it; download it where there is internet, {local}"
@@ -274,11 +308,14 @@ def check(
     """Columns, cell types, empty rows, ids, references and template placeholders, then the row limit."""
     columns = list(ds.column_names)
     if cfg.text_column not in columns:
-        raise SumlabError(f"column {cfg.text_column!r} (data.text_column) not in {where}; it has {columns}: set data.text_column")
+        raise SumlabError(
+            f"column {cfg.text_column!r} (data.text_column) not in {where}; it has {columns}: set data.text_column"
+        )
     has_summary = cfg.summary_column in columns
     if require_summary and not has_summary:
         raise SumlabError(
-            f"column {cfg.summary_column!r} (data.summary_column) not in {where}; it has {columns}: set data.summary_column"
+            f"column {cfg.summary_column!r} (data.summary_column) not in {where}; it has {columns}: "
+            "set data.summary_column"
         )
     check_template(cfg, columns, where)
     texts = [cfg.text_column] + ([cfg.summary_column] if has_summary else [])
@@ -289,11 +326,15 @@ def check(
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
     if len(ds) == 0:
-        raise SumlabError(f"no rows left in {where} (after data.skip_empty and the max_*_samples limit): nothing to use")
+        raise SumlabError(
+            f"no rows left in {where} (after data.skip_empty and the max_*_samples limit): nothing to use"
+        )
     if cfg.id_column and cfg.id_column in columns:
         ids = ds.data.column(cfg.id_column) if ds._indices is None else pa.chunked_array([ds[cfg.id_column][:]])
         if pc.count_distinct(ids.cast(pa.string())).as_py() != len(ds):
-            raise SumlabError(f"ids in column {cfg.id_column!r} of {where} are not unique: fix them or set data.id_column=null")
+            raise SumlabError(
+                f"ids in column {cfg.id_column!r} of {where} are not unique: fix them or set data.id_column=null"
+            )
     if split != "train" and reference_columns(cfg, columns):
         _check_references(ds, cfg, where)
     return ds
@@ -308,7 +349,10 @@ def _check_strings(ds: datasets.Dataset, column: str, where: str, skip_empty: bo
         nulls = pc.is_null(ds.data.column(column))
         if pc.any(nulls).as_py():
             row = int(np.flatnonzero(nulls.to_numpy(zero_copy_only=False))[0]) + 1
-            raise SumlabError(f"row {row} of {where}: column {column!r} is empty (null): fill it, or drop such rows with data.skip_empty=true")
+            raise SumlabError(
+                f"row {row} of {where}: column {column!r} is empty (null): "
+                "fill it, or drop such rows with data.skip_empty=true"
+            )
         return
     # A number or list column, or datasets' Json type for mixed cells: find the first offender (error path only).
     for row, value in enumerate(ds[column], 1):
@@ -327,7 +371,11 @@ def _drop_empty(ds: datasets.Dataset, columns: list[str], where: str) -> dataset
         keep &= ~pc.fill_null(pc.equal(pc.utf8_trim_whitespace(cells), ""), True).to_numpy(zero_copy_only=False)
     dropped = int((~keep).sum())
     if dropped:
-        print(f"note: data.skip_empty: dropped {dropped} of {len(ds)} rows with an empty {' or '.join(map(repr, columns))} in {where}", file=sys.stderr)
+        print(
+            f"note: data.skip_empty: dropped {dropped} of {len(ds)} rows "
+            f"with an empty {' or '.join(map(repr, columns))} in {where}",
+            file=sys.stderr,
+        )
         ds = ds.select(np.flatnonzero(keep))
     return ds
 
@@ -348,13 +396,19 @@ def _check_references(ds: datasets.Dataset, cfg: DictConfig, where: str) -> None
         cells = ds.data.column(names[0]) if ds._indices is None else pa.chunked_array([ds[names[0]][:]])
         lengths = pc.fill_null(pc.list_value_length(cells), 0).to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths.min() == 0 or lengths.min() != lengths.max()):
-            row = int(np.flatnonzero(lengths != lengths.max())[0] if lengths.min() else np.flatnonzero(lengths == 0)[0]) + 1
+            row = (
+                int(np.flatnonzero(lengths != lengths.max())[0] if lengths.min() else np.flatnonzero(lengths == 0)[0])
+                + 1
+            )
             raise SumlabError(
-                f"row {row} of {where}: column {names[0]!r} (data.reference_columns) holds {int(lengths[row - 1])} references, "
+                f"row {row} of {where}: column {names[0]!r} (data.reference_columns) "
+                f"holds {int(lengths[row - 1])} references, "
                 f"others {int(lengths.max())}: every row needs the same number, at least one"
             )
         if pc.any(pc.is_null(pc.list_flatten(cells))).as_py():
-            raise SumlabError(f"column {names[0]!r} of {where} (data.reference_columns) holds a null reference: fill it in")
+            raise SumlabError(
+                f"column {names[0]!r} of {where} (data.reference_columns) holds a null reference: fill it in"
+            )
         return
     for name in names:
         _check_strings(ds, name, where, skip_empty=False)
@@ -364,14 +418,17 @@ def placeholders(template: str) -> list[str]:
     try:
         return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
     except ValueError as ex:
-        raise SumlabError(f"data.source_template={template!r} is not a valid template ({ex}): write columns as {{name}}") from None
+        raise SumlabError(
+            f"data.source_template={template!r} is not a valid template ({ex}): write columns as {{name}}"
+        ) from None
 
 
 def check_template(cfg: DictConfig, columns: list[str], where: str) -> None:
     unknown = [p for p in placeholders(cfg.get("source_template", "{text}")) if p != "text" and p not in columns]
     if unknown:
         raise SumlabError(
-            f"data.source_template names {unknown[0]!r}, not a column of {where} (it has {columns}; {{text}} is data.text_column)"
+            f"data.source_template names {unknown[0]!r}, not a column of {where} "
+            f"(it has {columns}; {{text}} is data.text_column)"
         )
 
 
@@ -396,7 +453,11 @@ def clean(text: str, cfg: DictConfig) -> str:
 def normalize(batch: dict[str, list], indices: Any, cfg: DictConfig, with_references: bool) -> dict[str, list]:
     """A batch of raw rows -> {"id", "text", "summary"} (+ "references"); ``indices`` are the rows' positions."""
     n = len(batch[cfg.text_column])
-    tidy = (lambda t: clean(t, cfg)) if any(cfg.get(k) for k in ("unescape_newlines", "collapse_whitespace", "strip")) else (lambda t: t)
+    tidy = (
+        (lambda t: clean(t, cfg))
+        if any(cfg.get(k) for k in ("unescape_newlines", "collapse_whitespace", "strip"))
+        else (lambda t: t)
+    )
     template = cfg.get("source_template", "{text}")
     texts = [tidy(t or "") for t in batch[cfg.text_column]]
     if template != "{text}":
@@ -408,7 +469,9 @@ def normalize(batch: dict[str, list], indices: Any, cfg: DictConfig, with_refere
     out["summary"] = [tidy(s or "") for s in summaries] if summaries is not None else [None] * n
     refs = reference_columns(cfg, list(batch)) if with_references else []
     if refs:
-        rows = batch[refs[0]] if len(refs) == 1 and isinstance(batch[refs[0]][0], list) else zip(*(batch[r] for r in refs))
+        rows = (
+            batch[refs[0]] if len(refs) == 1 and isinstance(batch[refs[0]][0], list) else zip(*(batch[r] for r in refs))
+        )
         out["references"] = [[tidy(r) for r in row] for row in rows]
     return out
 
@@ -419,7 +482,9 @@ class Texts:
     Re-iterable like a list, without holding the split in Python strings.
     """
 
-    def __init__(self, ds: datasets.Dataset | datasets.IterableDataset, cfg: DictConfig, batch_size: int = 1000) -> None:
+    def __init__(
+        self, ds: datasets.Dataset | datasets.IterableDataset, cfg: DictConfig, batch_size: int = 1000
+    ) -> None:
         self.ds, self.cfg, self.batch_size = ds, cfg, batch_size
 
     def __iter__(self) -> Any:

@@ -52,8 +52,13 @@ def supported() -> bool:
     except (OSError, TypeError):
         return False
     # The method must be exactly "reorder both sub-caches": anything else is code we never checked.
-    expected = ("self.self_attention_cache.reorder_cache(beam_idx)", "self.cross_attention_cache.reorder_cache(beam_idx)")
-    body = [line.strip() for line in source.splitlines()[1:] if line.strip() and not line.strip().startswith(('"', "#"))]
+    expected = (
+        "self.self_attention_cache.reorder_cache(beam_idx)",
+        "self.cross_attention_cache.reorder_cache(beam_idx)",
+    )
+    body = [
+        line.strip() for line in source.splitlines()[1:] if line.strip() and not line.strip().startswith(('"', "#"))
+    ]
     return body == list(expected)
 
 

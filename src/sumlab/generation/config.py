@@ -12,7 +12,14 @@ from omegaconf import DictConfig
 from transformers import GenerationConfig
 
 # Token ids are the model's, not decoding choices: keep them from its config.
-TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id")
+TOKEN_IDS = (
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+)
 
 
 def build_generation_config(gen: DictConfig, model: Any) -> GenerationConfig:

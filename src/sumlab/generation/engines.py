@@ -101,8 +101,9 @@ def resolve_compute_type(requested: str, device: str, safe_precisions: list[str]
     return "float16" if "float16" in supported and "16-mixed" in safe_precisions else "float32"
 
 
-def choose(requested: str, compute_type: str, gen: Any, family: str, model: Any, device: str,
-           safe_precisions: list[str]) -> Choice:
+def choose(
+    requested: str, compute_type: str, gen: Any, family: str, model: Any, device: str, safe_precisions: list[str]
+) -> Choice:
     """Which engine runs: `auto` takes CTranslate2 where it honours everything, else hf and says why."""
     if requested == "hf":
         return Choice("hf", None, "backend=hf")
@@ -199,7 +200,8 @@ def convert(model: Any, tokenizer: Any, target: Path, compute_type: str) -> floa
         raise
     except Exception as ex:  # the converter raises many types for a model it cannot take
         raise SumlabError(
-            f"CTranslate2 cannot convert this model ({type(ex).__name__}: {str(ex).splitlines()[0][:200]}): pass backend=hf"
+            f"CTranslate2 cannot convert this model ({type(ex).__name__}: {str(ex).splitlines()[0][:200]}): "
+            "pass backend=hf"
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -233,7 +235,8 @@ def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
     max_new = int(gen.max_new_tokens)
     if gen.forced_eos_token_id is not None and max_new > 1:
         max_new -= 1  # HF turns the last allowed position into EOS
-    opts: dict[str, Any] = {"beam_size": int(gen.num_beams or 1), "no_repeat_ngram_size": int(gen.no_repeat_ngram_size or 0),
+    opts: dict[str, Any] = {"beam_size": int(gen.num_beams or 1),
+                            "no_repeat_ngram_size": int(gen.no_repeat_ngram_size or 0),
                             "repetition_penalty": float(gen.repetition_penalty or 1.0)}  # fmt: skip
     if opts["beam_size"] > 1:
         opts["length_penalty"] = float(gen.length_penalty)

@@ -37,10 +37,15 @@ def stop_token_ids(model: Any, tokenizer: Any, end_of_turn: list[str]) -> list[i
 
 
 def build(
-    model_cfg: DictConfig, data_cfg: DictConfig, train_texts: list[str], cache_dir: str,
-    qlora_cfg: Optional[DictConfig] = None, accelerator: Any = "auto",
+    model_cfg: DictConfig,
+    data_cfg: DictConfig,
+    train_texts: list[str],
+    cache_dir: str,
+    qlora_cfg: Optional[DictConfig] = None,
+    accelerator: Any = "auto",
 ) -> tuple[Any, Any, int]:
-    """(model, tokenizer, number of tags added) for the configured preset; with LoRA/QLoRA (``qlora_cfg``) a peft model."""
+    """(model, tokenizer, number of tags added) for the configured preset; with LoRA/QLoRA (``qlora_cfg``)
+    a peft model."""
     quantized_load = adapters.load_kwargs(qlora_cfg, accelerator)  # empty unless the base loads quantized
     tags = find_tags(train_texts, data_cfg.special_token_pattern) if data_cfg.special_tokens else []
     if model_cfg.tiny is not None:
@@ -51,7 +56,10 @@ def build(
         model = tiny_model(model_cfg.tiny, tokenizer)
     else:
         model, tokenizer = load_pretrained(
-            model_cfg.name_or_path, enum_value(model_cfg.family), model_cfg.revision, model_cfg.trust_remote_code,
+            model_cfg.name_or_path,
+            enum_value(model_cfg.family),
+            model_cfg.revision,
+            model_cfg.trust_remote_code,
             model_kwargs=quantized_load,
         )
         added = add_tags(model, tokenizer, tags)
@@ -62,6 +70,8 @@ def build(
         model.config.use_cache = False
     if enabled(qlora_cfg):  # after tags: their embedding rows stay trainable
         model = adapters.apply(model, tokenizer, qlora_cfg, model_cfg, added, quantized_load)
-    if model_cfg.get("fast_dropout", True):  # after adapters: LoRA's dropout too (.get: run configs saved before the key)
+    if model_cfg.get(
+        "fast_dropout", True
+    ):  # after adapters: LoRA's dropout too (.get: run configs saved before the key)
         dropout.enable(model)
     return model, tokenizer, added

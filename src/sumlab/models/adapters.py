@@ -82,7 +82,9 @@ def load_kwargs(qlora: Optional[DictConfig], accelerator: Any = "auto") -> dict[
     else:
         quant = BitsAndBytesConfig(load_in_8bit=True)
     where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if device == "cuda" else torch.device("cpu")
-    dtype = compute_dtype(qlora, device) if BITS[method] == 4 else (torch.float16 if device == "cuda" else torch.float32)
+    dtype = (
+        compute_dtype(qlora, device) if BITS[method] == 4 else (torch.float16 if device == "cuda" else torch.float32)
+    )
     return {"quantization_config": quant, "device_map": {"": where}, "dtype": dtype}
 
 
@@ -96,7 +98,9 @@ def is_quantized(model: Any) -> bool:
 
 
 def _bnb_layer(module: Any) -> bool:
-    return type(module).__name__ in ("Linear4bit", "Linear8bitLt") and type(module).__module__.startswith("bitsandbytes")
+    return type(module).__name__ in ("Linear4bit", "Linear8bitLt") and type(module).__module__.startswith(
+        "bitsandbytes"
+    )
 
 
 def guard_avx512bf16(model: Any) -> int:
@@ -131,8 +135,11 @@ def resolve_targets(model: Any, qlora: DictConfig, preset: Optional[list[str]] =
     model_type = getattr(model.config, "model_type", "?")
     names = [n for n, _ in model.named_modules() if n]
     leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and _linear_like(m)})
-    key, wanted = ("qlora.target_modules", qlora.target_modules) if qlora.target_modules is not None else (
-        "model.lora_target_modules", preset)
+    key, wanted = (
+        ("qlora.target_modules", qlora.target_modules)
+        if qlora.target_modules is not None
+        else ("model.lora_target_modules", preset)
+    )
     if wanted is None:
         if model_type not in DEFAULT_TARGETS:
             raise SumlabError(
@@ -168,7 +175,11 @@ def new_token_targets(model: Any, ids: list[int]) -> Any:
     groups: dict[int, list[str]] = {}
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
-        if isinstance(module, (torch.nn.Embedding, torch.nn.Linear)) and weight is not None and weight.shape[0] == vocab:
+        if (
+            isinstance(module, (torch.nn.Embedding, torch.nn.Linear))
+            and weight is not None
+            and weight.shape[0] == vocab
+        ):
             groups.setdefault(id(weight), []).append(name)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     if len(groups) == 1 and tied:
@@ -201,7 +212,9 @@ def _quantize_built(model: Any, family: str, kwargs: dict[str, Any]) -> tuple[An
             hf_logging.enable_progress_bar()
 
 
-def apply(model: Any, tokenizer: Any, qlora: DictConfig, model_cfg: DictConfig, added: int, kwargs: dict[str, Any]) -> Any:
+def apply(
+    model: Any, tokenizer: Any, qlora: DictConfig, model_cfg: DictConfig, added: int, kwargs: dict[str, Any]
+) -> Any:
     """The built model -> a peft model with LoRA on the target modules (base quantized for qlora/lora_8bit)."""
     from peft import get_peft_model
 
@@ -315,7 +328,10 @@ def on_save_checkpoint(module: Any, checkpoint: dict[str, Any]) -> None:
     if not is_adapted(model):
         return
     checkpoint["state_dict"] = checkpoint_state(module, checkpoint["state_dict"])
-    checkpoint["sumlab_adapter"] = {"method": getattr(model, INFO_ATTR, {}).get("method"), "base": base_fingerprint(model)}
+    checkpoint["sumlab_adapter"] = {
+        "method": getattr(model, INFO_ATTR, {}).get("method"),
+        "base": base_fingerprint(model),
+    }
 
 
 def on_load_checkpoint(module: Any, checkpoint: dict[str, Any]) -> None:
@@ -324,13 +340,17 @@ def on_load_checkpoint(module: Any, checkpoint: dict[str, Any]) -> None:
     saved = checkpoint.get("sumlab_adapter")
     if not is_adapted(model):
         if saved is not None:
-            raise SumlabError("this checkpoint holds LoRA adapter weights only: resume it with the qlora preset it was trained with")
+            raise SumlabError(
+                "this checkpoint holds LoRA adapter weights only: resume it with the qlora preset it was trained with"
+            )
         return
     if saved is None:
         raise SumlabError("this checkpoint is a full model, not an adapter checkpoint: resume it with qlora=none")
     method = getattr(model, INFO_ATTR, {}).get("method")
     if saved.get("method") != method:
-        raise SumlabError(f"this checkpoint was trained with qlora={saved.get('method')}, not qlora={method}: resume with that preset")
+        raise SumlabError(
+            f"this checkpoint was trained with qlora={saved.get('method')}, not qlora={method}: resume with that preset"
+        )
     if saved.get("base") != base_fingerprint(model):
         raise SumlabError(
             "this adapter checkpoint was trained on a different base model (its frozen weights differ): resume "

@@ -40,7 +40,8 @@ def keep_scale(x: torch.Tensor, p: float) -> torch.Tensor:
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # all 64 bits uniform
     threshold = round(p * LANES)
     lanes = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-2**15, 2**15)
-    # int16 -> float32 (exact, unlike bf16/fp16), then an in-place float compare: vectorized, unlike a bool mask's conversions
+    # int16 -> float32 (exact, unlike bf16/fp16), then an in-place float compare: vectorized,
+    # unlike a bool mask's conversions
     return lanes.to(torch.float32).ge_(threshold - LANES // 2).mul_(LANES / (LANES - threshold)).to(x.dtype)
 
 
@@ -85,7 +86,11 @@ def attention(
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     q_length, kv_length = query.shape[2], key.shape[2]
     # the same mask rules as sdpa_attention_forward: a causal flag only without a mask, bias folded into the mask
-    is_causal = q_length > 1 and attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    is_causal = (
+        q_length > 1
+        and attention_mask is None
+        and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    )
     if position_bias is not None:
         attention_mask = create_position_bias_mask(position_bias, attention_mask, is_causal, query, key)
         is_causal = False

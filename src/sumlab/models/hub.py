@@ -16,7 +16,10 @@ from sumlab.family import FAMILIES
 
 
 def load_pretrained(
-    name_or_path: str, family: str, revision: Any = None, trust_remote_code: bool = False,
+    name_or_path: str,
+    family: str,
+    revision: Any = None,
+    trust_remote_code: bool = False,
     model_kwargs: Optional[dict[str, Any]] = None,
 ) -> tuple[Any, Any]:
     """A hub id or local HF directory -> (model, tokenizer); one clear error when it cannot be had.
@@ -29,9 +32,13 @@ def load_pretrained(
         model = FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs, **(model_kwargs or {}))
     except (OSError, ValueError) as ex:
         local = Path(name_or_path).exists()
-        where = "that directory holds no loadable model" if local else (
-            "it is neither a local directory nor in the Hugging Face cache, and the hub is unreachable "
-            "(gated models also need HF_TOKEN in the environment)"
+        where = (
+            "that directory holds no loadable model"
+            if local
+            else (
+                "it is neither a local directory nor in the Hugging Face cache, and the hub is unreachable "
+                "(gated models also need HF_TOKEN in the environment)"
+            )
         )
         raise SumlabError(
             f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "

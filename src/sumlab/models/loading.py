@@ -49,7 +49,9 @@ def _run_config(run_dir: Path) -> Optional[DictConfig]:
     try:
         return OmegaConf.load(path)
     except Exception as ex:  # a hand-edited or truncated file: say which
-        raise SumlabError(f"cannot read the run config {path}: {type(ex).__name__}; the run directory is damaged") from None
+        raise SumlabError(
+            f"cannot read the run config {path}: {type(ex).__name__}; the run directory is damaged"
+        ) from None
 
 
 def _select(cfg: Optional[DictConfig], key: str) -> Any:
@@ -87,8 +89,11 @@ def resolve(model_dir: str) -> tuple[str, Path | str, Optional[Path], Optional[P
         if _is_hf_dir(path):
             run = path.parent if (path.parent / ".hydra" / "config.yaml").is_file() else None
             return ("export" if run else "hf_dir"), path, run, None
-        hint = " (a run that is still training or failed has no export/: pass one of its checkpoints/*.ckpt)" if (
-            path / ".hydra").is_dir() else ""
+        hint = (
+            " (a run that is still training or failed has no export/: pass one of its checkpoints/*.ckpt)"
+            if (path / ".hydra").is_dir()
+            else ""
+        )
         raise SumlabError(
             f"model_dir={model_dir} holds no model: expected a sumlab run directory with export/, an export/ "
             f"or Hugging Face directory with config.json, or a .ckpt file{hint}"
@@ -126,8 +131,11 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     family = overrides.family or (enum_value(_select(run_cfg, "model.family")) if run_cfg is not None else None)
     if family is None:
         try:
-            family = _family_of(AutoConfig.from_pretrained(str(where), revision=overrides.revision,
-                                                           trust_remote_code=overrides.trust_remote_code))
+            family = _family_of(
+                AutoConfig.from_pretrained(
+                    str(where), revision=overrides.revision, trust_remote_code=overrides.trust_remote_code
+                )
+            )
         except (OSError, ValueError) as ex:
             if kind == "hub":
                 raise SumlabError(
@@ -135,7 +143,9 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
                     f"cache ({type(ex).__name__}); pass a run directory, an export/ or a model downloaded beforehand"
                 ) from None
             if kind != "checkpoint":
-                raise SumlabError(f"model_dir={model_dir}: its config.json is not a model config ({type(ex).__name__})") from None
+                raise SumlabError(
+                    f"model_dir={model_dir}: its config.json is not a model config ({type(ex).__name__})"
+                ) from None
     if family not in ("seq2seq", "causal"):
         raise SumlabError(f"model.family={family} is unknown: use seq2seq or causal")
     if kind == "checkpoint":
@@ -169,16 +179,20 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     )  # fmt: skip
 
 
-def _from_checkpoint(ckpt: Path, run: Path, run_cfg: Optional[DictConfig], family: str, cache_dir: str) -> tuple[Any, Any]:
-    """The run's model with the checkpoint's weights: the run's export/ as the skeleton, else rebuilt from its config."""
+def _from_checkpoint(
+    ckpt: Path, run: Path, run_cfg: Optional[DictConfig], family: str, cache_dir: str
+) -> tuple[Any, Any]:
+    """The run's model with the checkpoint's weights: the run's export/ as skeleton, else rebuilt from its config."""
     import torch
 
     try:
         checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
         state = checkpoint["state_dict"]
     except Exception as ex:  # torch raises many types for a truncated or foreign file
-        raise SumlabError(f"cannot read checkpoint {ckpt}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab") from None
-    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        raise SumlabError(
+            f"cannot read checkpoint {ckpt}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab"
+        ) from None
+    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if not weights:
         raise SumlabError(f"checkpoint {ckpt} holds no sumlab model weights (no 'model.*' keys)")
     export = run / "export"
@@ -188,7 +202,8 @@ def _from_checkpoint(ckpt: Path, run: Path, run_cfg: Optional[DictConfig], famil
         model, tokenizer = _rebuild(run_cfg, cache_dir)
     else:
         raise SumlabError(
-            f"checkpoint {ckpt}: its run directory {run} has neither export/ nor .hydra/config.yaml to rebuild the model from"
+            f"checkpoint {ckpt}: its run directory {run} has neither export/ nor .hydra/config.yaml "
+            "to rebuild the model from"
         )
     own = model.state_dict()
     # Tied weights (lm_head = shared embedding) are saved once by HF and twice by Lightning: compare what both have.

@@ -38,7 +38,13 @@ from sumlab.config.schema import enum_value
 # Special tokens of each tiny architecture, in id order, as the real checkpoints number them.
 TINY_SPECIALS = {
     "t5": {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"},
-    "bart": {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask>"},
+    "bart": {
+        "bos_token": "<s>",
+        "pad_token": "<pad>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "mask_token": "<mask>",
+    },
     "gpt2": {"eos_token": "<|endoftext|>"},
     # Llama 3 Instruct: EOS is the end-of-turn token; the pad token is Llama 3.1+'s reserved one.
     "llama": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>"},
@@ -53,14 +59,17 @@ TINY_TURN_TOKENS = {
 TINY_CHAT_TEMPLATES = {
     "llama": (
         "{{- bos_token }}{%- for message in messages %}"
-        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
-        "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+        "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+        " + message['content'] | trim + '<|eot_id|>' }}"
+        "{%- endfor %}{%- if add_generation_prompt %}"
+        "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
     ),
     "qwen3": (
         "{%- for message in messages %}"
         "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
         "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-        "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+        "{%- if enable_thinking is defined and enable_thinking is false %}"
+        "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
         "{%- endif %}"
     ),
 }
@@ -97,7 +106,9 @@ def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTra
             single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
         )
     elif arch == "llama":  # Llama 3 prepends BOS (chat prompts carry it in the template instead)
-        tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
+        )
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, **TINY_SPECIALS[arch], extra_special_tokens=TINY_TURN_TOKENS.get(arch, [])
     )
@@ -151,7 +162,8 @@ def tiny_model(tiny: DictConfig, tokenizer: Any) -> Any:
             vocab_size=vocab, hidden_size=d, intermediate_size=tiny.d_ff, num_hidden_layers=layers,
             num_attention_heads=heads, num_key_value_heads=tiny.num_kv_heads or heads, head_dim=d // heads,
             max_position_embeddings=tiny.max_positions, attention_dropout=tiny.dropout, tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )  # fmt: skip
         return model_cls(config)
     config = GPT2Config(

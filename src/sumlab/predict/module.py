@@ -58,7 +58,9 @@ class PredictModule(L.LightningModule):
         target = engines.cache_location(loaded.home, path_name(loaded.source.split(": ", 1)[-1]),
                                          str(self.choice.compute_type), weights, self._cache_dir)  # fmt: skip
         if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
-            self.conversion_seconds = engines.convert(loaded.model, loaded.tokenizer, target, str(self.choice.compute_type))
+            self.conversion_seconds = engines.convert(
+                loaded.model, loaded.tokenizer, target, str(self.choice.compute_type)
+            )
         trainer.strategy.barrier("ctranslate2 conversion")
         self.engine = engines.CT2Engine(target, self.family, self.generation_config, str(self.choice.compute_type),
                                          trainer.strategy.root_device, engines.cpu_threads(), self._seed)  # fmt: skip
@@ -83,7 +85,9 @@ class PredictModule(L.LightningModule):
         self.stats["input_tokens"] += width * len(texts)
         self.stats["input_padding"] += width * len(texts) - sum(batch["lengths"])
         self.stats["generated_tokens"] += int(sum(lengths))
-        records = [{"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)]
+        records = [
+            {"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)
+        ]
         return {"records": records}
 
     def on_predict_end(self) -> None:
@@ -124,6 +128,10 @@ class PredictData(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         sampler = BucketBatchSampler(
-            self.lengths, self.batch_size, sort=self.sort, rank=self.trainer.global_rank, world_size=self.trainer.world_size
+            self.lengths,
+            self.batch_size,
+            sort=self.sort,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
         )
         return DataLoader(self.rows, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers)

@@ -118,7 +118,12 @@ def prepare(cfg: DictConfig, is_zero: bool) -> Job:
     meta = {
         "model": loaded.identity,
         "data": data_identity(cfg, rows, TokenizedCache.digest(cached)),
-        "generation": {**generation, "precision": precision, "backend": choice.backend, "compute_type": choice.compute_type},
+        "generation": {
+            **generation,
+            "precision": precision,
+            "backend": choice.backend,
+            "compute_type": choice.compute_type,
+        },
     }
     meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
     writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
@@ -130,16 +135,22 @@ def load_rows(cfg: DictConfig) -> datasets.Dataset:
     """The split's raw rows, checked (memory-mapped Arrow unless synthetic)."""
     split = cfg.data.split
     if not has_split(cfg.data, split):
-        raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/file.jsonl (data.split={split})")
+        raise SumlabError(
+            f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/file.jsonl (data.split={split})"
+        )
     if cfg.data.streaming:
-        raise SumlabError("data.streaming=true is for training: predict.py reads its split through the tokenized cache; drop it")
+        raise SumlabError(
+            "data.streaming=true is for training: predict.py reads its split through the tokenized cache; drop it"
+        )
     # predict.py has one split, so data.max_predict_samples limits whichever it is
     raw = load_raw(cfg.data, split, require_summary=False, seed=cfg.seed, limit_key="max_predict_samples",
                    cache_dir=cfg.paths.cache_dir)  # fmt: skip
     if len(raw) == 0:
         raise SumlabError(f"no examples to predict in data.split={split} of data={cfg.data.name}")
     if not _any_text(raw, cfg.data.text_column):
-        raise SumlabError(f"every {cfg.data.text_column!r} (data.text_column) in data.split={split} is empty: nothing to summarize")
+        raise SumlabError(
+            f"every {cfg.data.text_column!r} (data.text_column) in data.split={split} is empty: nothing to summarize"
+        )
     return raw
 
 
@@ -152,7 +163,7 @@ def _any_text(raw: datasets.Dataset, column: str) -> bool:
 
 
 def rouge_tokenizer(cfg: DictConfig, loaded: LoadedModel) -> str:
-    """metrics.tokenizer, else the training run's own (when it is a real one: a damaged config falls back), else default."""
+    """metrics.tokenizer, else the training run's own (if a real one: a damaged config falls back), else default."""
     run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in TOKENIZERS else None
     return cfg.metrics.tokenizer or run_tokenizer or "default"
 
@@ -181,7 +192,9 @@ def generate(cfg: DictConfig, job: Job) -> tuple[PredictModule, int]:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, verbose=False)
     collate = module.engine.collate if module.engine is not None else engines.CT2Engine.collate
-    data = PredictData(job.rows, job.todo, int(cfg.batch_size), bool(cfg.sort_by_length), collate, int(cfg.data.num_workers))
+    data = PredictData(
+        job.rows, job.todo, int(cfg.batch_size), bool(cfg.sort_by_length), collate, int(cfg.data.num_workers)
+    )
     trainer = build_trainer(cfg, job.precision, [writer.ShardWriter(job.out)])
     trainer.predict(module, datamodule=data, return_predictions=False)
     module.gather_stats(trainer.strategy)
@@ -205,11 +218,15 @@ def build_trainer(cfg: DictConfig, precision: str, callbacks: list[Any]) -> L.Tr
 # --- finish (rank 0) -----------------------------------------------------------------------------------
 def finish(cfg: DictConfig, job: Job, module: PredictModule, world_size: int, started: float) -> dict[str, Any]:
     """Merge the shards in input order, score against the references, write metrics.json and the predictions."""
-    examples = job.rows.select_columns([c for c in ("id", "summary", "references") if c in job.rows.column_names]).to_list()
+    examples = job.rows.select_columns(
+        [c for c in ("id", "summary", "references") if c in job.rows.column_names]
+    ).to_list()
     merged = writer.merge(job.out, examples)
     metrics = run_metrics(cfg, job, module, merged, world_size)
     # data.reference_columns: every reference of an example, else the summary column's one
-    references = [e["references"] for e in examples] if "references" in examples[0] else [r.get("reference") for r in merged]
+    references = (
+        [e["references"] for e in examples] if "references" in examples[0] else [r.get("reference") for r in merged]
+    )
     if all(r is not None for r in references):
         metrics["rouge_tokenizer"] = job.rouge_tokenizer
         metrics["rouge"] = score_corpus([r["prediction"] for r in merged], references, job.rouge_tokenizer,
@@ -268,7 +285,9 @@ def print_summary(metrics: dict[str, Any], files: list[Path]) -> None:
     if metrics["padding_fraction"] is not None:
         parts.append(f"padding {metrics['padding_fraction']:.1%}")
     if rouge:
-        parts.append("ROUGE-1/2/L/Lsum " + "/".join(f"{rouge[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")))
+        parts.append(
+            "ROUGE-1/2/L/Lsum " + "/".join(f"{rouge[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+        )
     print("predict: " + ", ".join(parts))
     for f in files:
         print(f"wrote {f}")

@@ -51,7 +51,9 @@ def check_writable(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as ex:
-        raise SumlabError(f"output directory {out} is not writable ({ex.strerror or type(ex).__name__}): set output.dir") from None
+        raise SumlabError(
+            f"output directory {out} is not writable ({ex.strerror or type(ex).__name__}): set output.dir"
+        ) from None
 
 
 def prepare(out: Path, meta: dict[str, Any], overwrite: bool, is_zero: bool) -> None:
@@ -82,7 +84,9 @@ def prepare(out: Path, meta: dict[str, Any], overwrite: bool, is_zero: bool) -> 
                 "pass output.overwrite=true to discard them, or choose another output.dir"
             )
     elif any(shards.glob("rank*.jsonl")):
-        raise SumlabError(f"{shards} holds shards without {META}: they cannot be checked; delete them or pass output.overwrite=true")
+        raise SumlabError(
+            f"{shards} holds shards without {META}: they cannot be checked; delete them or pass output.overwrite=true"
+        )
     elif is_zero:
         write_json(meta_file, meta)
 
@@ -190,7 +194,9 @@ def read_predictions(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / PREDICTIONS).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def write_outputs(out: Path, rows: Sequence[dict[str, Any]], fmt: str, id_header: str, summary_header: str) -> list[Path]:
+def write_outputs(
+    out: Path, rows: Sequence[dict[str, Any]], fmt: str, id_header: str, summary_header: str
+) -> list[Path]:
     """predictions.jsonl (and .csv) under temporary names, then renamed: a file that exists is complete."""
     written = []
     if fmt == "csv":
@@ -200,7 +206,9 @@ def write_outputs(out: Path, rows: Sequence[dict[str, Any]], fmt: str, id_header
         w.writerows([r["id"], r["prediction"]] for r in rows)
         write_atomic(out / CSV_FILE, buf.getvalue())
         written.append(out / CSV_FILE)
-    lines = (json.dumps({k: r[k] for k in ("id", "prediction", "reference") if k in r}, ensure_ascii=False) for r in rows)
+    lines = (
+        json.dumps({k: r[k] for k in ("id", "prediction", "reference") if k in r}, ensure_ascii=False) for r in rows
+    )
     write_atomic(out / PREDICTIONS, "".join(line + "\n" for line in lines))  # last: its presence means "complete"
     written.insert(0, out / PREDICTIONS)
     return written

@@ -37,20 +37,24 @@ def _retrying(make: Callable[[], T]) -> T:
 def open_storage(url: str, heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None) -> Any:
     """An RDB storage; SQLite waits for locks instead of failing when workers write at once."""
     if "://" not in url:
-        raise SumlabError(f"hydra.sweeper.storage={url}: use an Optuna storage URL (sqlite:///path.db, postgresql://...)")
+        raise SumlabError(
+            f"hydra.sweeper.storage={url}: use an Optuna storage URL (sqlite:///path.db, postgresql://...)"
+        )
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 300}}
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
-    return _retrying(lambda: optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-    ))
+    return _retrying(
+        lambda: optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+        )
+    )
 
 
 def open_study(storage: Any, study_name: str, direction: str) -> optuna.Study:
-    study = _retrying(lambda: optuna.create_study(
-        storage=storage, study_name=study_name, direction=direction, load_if_exists=True
-    ))
+    study = _retrying(
+        lambda: optuna.create_study(storage=storage, study_name=study_name, direction=direction, load_if_exists=True)
+    )
     if study.direction.name.lower() != direction:
         raise SumlabError(
             f"study {study_name!r} in this storage optimizes {study.direction.name.lower()}, not {direction}: "

@@ -16,23 +16,31 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant that summarizes dialogues."
 DEFAULT_USER_PROMPT = "Summarize the following dialogue in a few sentences.\n\n{text}"
 T5_PREFIX = "summarize: "  # what T5-type checkpoints were pretrained to read before a text to summarize
 TEMPLATE_DATE = "26 Jul 2024"  # Llama 3.1+'s own fallback; a fixed date keeps training and prediction prompts equal
-TEXT_SLOT = "\uE000sumlab-text\uE000"  # stands for the dialogue while the chat template renders (private-use code points)
+TEXT_SLOT = (
+    "\ue000sumlab-text\ue000"  # stands for the dialogue while the chat template renders (private-use code points)
+)
 
 
 def prompt_fields(template: str) -> list[str]:
     """The {placeholders} of model.prompt.user besides {text}; one line when it is no valid template or lacks {text}."""
     try:
-        parsed = [(name, spec or conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+        parsed = [
+            (name, spec or conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None
+        ]
     except ValueError as ex:
         raise SumlabError(
-            f"model.prompt.user is not a valid template ({ex}): write placeholders as {{text}}, literal braces as {{{{ }}}}"
+            f"model.prompt.user is not a valid template ({ex}): "
+            "write placeholders as {text}, literal braces as {{ }}"
         ) from None
     bad = [name for name, extra in parsed if extra or not name.isidentifier()]
     if bad:
-        raise SumlabError(f"model.prompt.user placeholder {{{bad[0]}}} is not a plain column name: use {{text}} or {{column}}")
+        raise SumlabError(
+            f"model.prompt.user placeholder {{{bad[0]}}} is not a plain column name: use {{text}} or {{column}}"
+        )
     if "text" not in [name for name, _ in parsed]:
         raise SumlabError(
-            f"model.prompt.user has no {{text}} placeholder, so the dialogue would never reach the model: add {{text}} to {template!r}"
+            "model.prompt.user has no {text} placeholder, so the dialogue would never reach the model: "
+            f"add {{text}} to {template!r}"
         )
     return [name for name, _ in parsed if name != "text"]
 

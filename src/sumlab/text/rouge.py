@@ -73,9 +73,7 @@ def _get_kiwi() -> Any:
         try:
             from kiwipiepy import Kiwi
         except ImportError:
-            raise ValueError(
-                "tokenizer 'kiwi' needs the kiwipiepy package: pip install kiwipiepy"
-            ) from None
+            raise ValueError("tokenizer 'kiwi' needs the kiwipiepy package: pip install kiwipiepy") from None
         _kiwi = Kiwi()
     return _kiwi
 
@@ -200,7 +198,9 @@ def score_references(
 
 
 def score_corpus(
-    predictions: Sequence[str], references: Sequence[str | Sequence[str]], tokenizer: str = "default",
+    predictions: Sequence[str],
+    references: Sequence[str | Sequence[str]],
+    tokenizer: str = "default",
     multi_reference: str = "mean",
 ) -> dict[str, float]:
     """Mean per-example F1 for each of ROUGE_KEYS (what the HF summarization example reports, without

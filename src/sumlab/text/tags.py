@@ -1,4 +1,4 @@
-"""Speaker tags and masks of the data (``#Person1#``, ``#PhoneNumber#``): found by a pattern (data.special_token_pattern)."""
+"""Speaker tags and masks of the data (``#Person1#``, ``#PhoneNumber#``), found by data.special_token_pattern."""
 
 from __future__ import annotations
 

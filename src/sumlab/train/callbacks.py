@@ -20,8 +20,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     SIGTERM: Lightning turns it into SIGTERMException between two batches (all ranks agree), a
     consistent state, and this saves it there (with accumulate_grad_batches > 1, a SIGTERM between two
-    optimizer steps loses the partly accumulated gradients: that resume is close, not exact). Other exceptions may strike mid-step, so they leave the
-    previous last.ckpt alone.
+    optimizer steps loses the partly accumulated gradients: that resume is close, not exact). Other
+    exceptions may strike mid-step, so they leave the previous last.ckpt alone.
     """
 
     def __init__(

@@ -23,7 +23,9 @@ class RougeMetric(Metric):
         self.add_state("idx", default=[], dist_reduce_fx="cat")
         self.add_state("scores", default=[], dist_reduce_fx="cat")  # rows: ROUGE_KEYS + generated length
 
-    def update(self, idx: torch.Tensor, predictions: list[str], references: list[str | list[str]], lengths: torch.Tensor) -> None:
+    def update(
+        self, idx: torch.Tensor, predictions: list[str], references: list[str | list[str]], lengths: torch.Tensor
+    ) -> None:
         """``references``: one string per example, or a list of them (scored with ``multi_reference``)."""
         rows = []
         for pred, ref, length in zip(predictions, references, lengths.tolist(), strict=True):

@@ -82,7 +82,8 @@ class RunDir:
                 candidates.append(ckpts[-1])
         if not candidates:
             raise SumlabError(
-                f"ckpt_path={wanted}: no earlier run of this config under {Path(self.cfg.paths.output_dir, self.cfg.task_name)} "
+                f"ckpt_path={wanted}: no earlier run of this config "
+                f"under {Path(self.cfg.paths.output_dir, self.cfg.task_name)} "
                 "has that checkpoint; pass a .ckpt path instead"
             )
         return str(max(candidates, key=lambda p: p.stat().st_mtime))

@@ -44,11 +44,15 @@ def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:
         if data.summary_column in test.column_names:
             splits["test"] = test
         else:
-            print(f"note: the test split has no {data.summary_column!r} column: skipping the test step", file=sys.stderr)
+            print(
+                f"note: the test split has no {data.summary_column!r} column: skipping the test step", file=sys.stderr
+            )
     return splits
 
 
-def build_module(cfg: DictConfig, splits: dict[str, datasets.Dataset]) -> tuple[SummarizationModule, SummarizationDataModule, int]:
+def build_module(
+    cfg: DictConfig, splits: dict[str, datasets.Dataset]
+) -> tuple[SummarizationModule, SummarizationDataModule, int]:
     train_texts = Texts(splits["train"], cfg.data)
     model, tokenizer, added = build(
         cfg.model, cfg.data, train_texts, cfg.paths.cache_dir, cfg.get("qlora"), cfg.trainer.accelerator
@@ -83,8 +87,15 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if kwargs.get("limit_val_batches") == 0:  # validation off: nothing to monitor, keep what needs no metric
-        print("note: trainer.limit_val_batches=0: no early stopping, the last epoch's weights are exported", file=sys.stderr)
-        callbacks = [c for c in callbacks if not isinstance(c, EarlyStopping) and not (isinstance(c, ModelCheckpoint) and c.monitor)]
+        print(
+            "note: trainer.limit_val_batches=0: no early stopping, the last epoch's weights are exported",
+            file=sys.stderr,
+        )
+        callbacks = [
+            c
+            for c in callbacks
+            if not isinstance(c, EarlyStopping) and not (isinstance(c, ModelCheckpoint) and c.monitor)
+        ]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir.path))
 
@@ -94,10 +105,15 @@ def check_checkpoint(path: str, module: SummarizationModule) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     except Exception as ex:  # torch raises many types for a truncated or non-checkpoint file
-        raise SumlabError(f"cannot read checkpoint {path}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab") from None
+        raise SumlabError(
+            f"cannot read checkpoint {path}: {type(ex).__name__}; pass a Lightning .ckpt written by sumlab"
+        ) from None
     current = checkpoint_state(module, module.state_dict())  # with adapters: only what trains is saved
     if set(state) != set(current) or any(state[k].shape != v.shape for k, v in current.items()):
-        raise SumlabError(f"checkpoint {path} holds a different model than this run's {type(module.model).__name__}: resume with the config it was trained with")
+        raise SumlabError(
+            f"checkpoint {path} holds a different model than this run's {type(module.model).__name__}: "
+            "resume with the config it was trained with"
+        )
 
 
 @guarded
@@ -176,7 +192,9 @@ def run_metrics(cfg: DictConfig, run_dir: RunDir, trainer: L.Trainer, module: Su
         "mode": cfg.metrics.mode,
         "validation": best_val,
         "test": module.test_metrics,
-        "examples": {s: len(v) if isinstance(v, datasets.Dataset) else None for s, v in splits.items()},  # streams: unknown
+        "examples": {
+            s: len(v) if isinstance(v, datasets.Dataset) else None for s, v in splits.items()
+        },  # streams: unknown
         "global_step": trainer.global_step,
         "train_tokens": module.train_tokens,
         "train_seconds": round(seconds, 3),
