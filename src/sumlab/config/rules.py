@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sumlab.config.predict import CANDIDATE_SOURCES
 from sumlab.config.schema import (
     DATA_SOURCES,
     QLORA_BIASES,
@@ -23,6 +24,7 @@ from sumlab.config.schema import (
 )
 from sumlab.core.errors import SumlabError
 from sumlab.core.runtime import check_precision, resolve_device
+from sumlab.text.mbr import UTILITIES
 from sumlab.text.prompts import prompt_fields
 from sumlab.text.rouge import MULTI_REFERENCE, TOKENIZERS
 
@@ -174,3 +176,36 @@ def check_qlora(cfg: DictConfig) -> None:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise SumlabError(f"qlora={method} needs bitsandbytes: pip install 'sumlab[lora]'") from None
+
+
+def check_decoding(decoding: Any, models: int) -> None:
+    """predict.py's decoding group (candidates, their source, MBR utility, weights) for `models` model_dir entries."""
+    if decoding.candidates < 1:
+        raise SumlabError(f"decoding.candidates={decoding.candidates} must be at least 1")
+    if decoding.source not in CANDIDATE_SOURCES:
+        raise SumlabError(f"decoding.source={decoding.source} is unknown: use one of {list(CANDIDATE_SOURCES)}")
+    if decoding.utility not in UTILITIES:
+        raise SumlabError(f"decoding.utility={decoding.utility} is unknown: use one of {list(UTILITIES)}")
+    if decoding.source == "beam" and decoding.num_beams is not None and decoding.num_beams < decoding.candidates:
+        raise SumlabError(
+            f"decoding.num_beams={decoding.num_beams} is below decoding.candidates={decoding.candidates}: a beam "
+            "search returns at most num_beams candidates; raise num_beams (or null: as many as candidates)"
+        )
+    if decoding.source == "sampling":
+        if not 0.0 < decoding.top_p <= 1.0 or decoding.temperature <= 0 or decoding.top_k < 0:
+            raise SumlabError(
+                f"decoding.top_p={decoding.top_p}, temperature={decoding.temperature}, top_k={decoding.top_k}: "
+                "top_p must be in (0, 1], temperature above 0, top_k at least 0"
+            )
+        if not 0.0 <= decoding.epsilon < 1.0:
+            raise SumlabError(f"decoding.epsilon={decoding.epsilon} must be in [0, 1)")
+    weights = decoding.weights
+    if weights is not None and (len(weights) != models or not all(w > 0 for w in weights)):
+        raise SumlabError(
+            f"decoding.weights={list(weights)} must be {models} positive numbers, one per model_dir entry"
+        )
+    if decoding.select_only and not decoding.candidates_from:
+        raise SumlabError(
+            "decoding.select_only=true selects from an earlier output's candidates: pass "
+            "decoding.candidates_from=<its output directory>"
+        )

@@ -9,9 +9,11 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path, PurePath
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from omegaconf import OmegaConf
 
@@ -96,3 +98,18 @@ def git_commit(root: str) -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@contextmanager
+def open_atomic(path: Path) -> Iterator[TextIO]:
+    """A text file written line by line under a temporary name beside ``path``, renamed when the block ends
+    without an error (removed otherwise): for outputs too large to build in memory first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -55,6 +55,15 @@ CACHE_PREFIX = "ctranslate2"
 
 
 @dataclass
+class Candidate:
+    """One of several outputs for an input (decoding.candidates)."""
+
+    text: str
+    gen_len: int  # generated tokens, special tokens not counted
+    score: Optional[float]  # the engine's own score (CTranslate2's); None where it gives none cheaply (hf)
+
+
+@dataclass
 class Choice:
     backend: str  # hf or ctranslate2
     compute_type: Optional[str]  # CTranslate2's, None for hf
@@ -84,6 +93,8 @@ def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
         return f"generation.repetition_penalty={gen.repetition_penalty} {where}"
     if beams > 1 and gen.min_new_tokens:
         return f"generation.min_new_tokens={gen.min_new_tokens} with beam search"
+    if getattr(gen, "epsilon_cutoff", None):
+        return f"decoding.epsilon={gen.epsilon_cutoff} (epsilon sampling)"
     return None
 
 
@@ -228,6 +239,20 @@ class HFEngine:
             texts, lengths = generate_texts(self.family, self.model, batch, self.generation_config)
         return texts, lengths.tolist()
 
+    def generate_candidates(self, batch: dict[str, Any]) -> list[list[Candidate]]:
+        """generation_config.num_return_sequences candidates per input, in transformers' order (beams: best
+        first). No score: transformers returns beam scores only with output_scores=True, which keeps every step's
+        full distribution over the vocabulary for every row (gigabytes for an LLM)."""
+        texts, lengths = self.generate(batch)
+        n = self.generation_config.num_return_sequences or 1
+        return [[Candidate(t, g, None) for t, g in zip(texts[i : i + n], lengths[i : i + n], strict=True)]
+                for i in range(0, len(texts), n)]  # fmt: skip
+
+    def reseed(self, seed: int) -> None:
+        """Seed the next sampling call (CTranslate2 has no equivalent: each of its threads draws from one stream,
+        seeded once when the engine is built)."""
+        torch.manual_seed(seed)
+
 
 def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
     """translate_batch / generate_batch keyword arguments for a transformers GenerationConfig, and the
@@ -243,6 +268,8 @@ def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
     if gen.do_sample:  # top_k 0 means no top-k cut in both
         opts.update(sampling_topk=int(gen.top_k or 0), sampling_topp=float(gen.top_p or 1.0),
                     sampling_temperature=float(gen.temperature or 1.0))  # fmt: skip
+    if (gen.num_return_sequences or 1) > 1:  # decoding.candidates: the n-best beams, or that many samples
+        opts["num_hypotheses"] = int(gen.num_return_sequences)
     min_new = int(gen.min_new_tokens or 0)
     if family == "seq2seq":
         opts.update(max_decoding_length=max_new, min_decoding_length=min_new)
@@ -279,16 +306,29 @@ class CT2Engine:
         key = source_column(rows[0])
         return {"rows": [r[key] for r in rows]}
 
-    def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
+    def _hypotheses(self, batch: dict[str, Any], **extra: Any) -> list[tuple[list[list[int]], list[float]]]:
+        """Per input: the token ids of each hypothesis (num_hypotheses of them), and their scores if asked for."""
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in batch["rows"]]
         if self.family.name == "seq2seq":
             prefix = [self.prefix] * len(tokens) if self.prefix else None
-            results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options)
-            sequences = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
-        else:
-            sequences = [r.sequences_ids[0] for r in self.engine.generate_batch(tokens, **self.options)]
+            results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options, **extra)
+            return [([self.tokenizer.convert_tokens_to_ids(h) for h in r.hypotheses], r.scores) for r in results]
+        return [(r.sequences_ids, r.scores) for r in self.engine.generate_batch(tokens, **self.options, **extra)]
+
+    def _decode(self, sequences: list[list[int]]) -> tuple[list[str], list[int]]:
         lengths = [sum(1 for t in s if t not in self.special) for s in sequences]
         return decode(self.tokenizer, sequences), lengths
+
+    def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
+        return self._decode([hypotheses[0] for hypotheses, _ in self._hypotheses(batch)])
+
+    def generate_candidates(self, batch: dict[str, Any]) -> list[list[Candidate]]:
+        """num_hypotheses candidates per input, best first, each with CTranslate2's score (its log-probability,
+        normalized by length ** length_penalty in beam search)."""
+        results = self._hypotheses(batch, return_scores=True)
+        texts, lengths = self._decode([h for hypotheses, _ in results for h in hypotheses])
+        flat = iter(zip(texts, lengths, strict=True))
+        return [[Candidate(*next(flat), float(score)) for score in scores] for _, scores in results]
 
 
 def cpu_threads() -> int:

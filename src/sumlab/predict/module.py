@@ -79,16 +79,20 @@ class PredictModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         assert self.engine is not None
         texts, lengths = self.engine.generate(batch)
-        self.stats["examples"] += len(texts)
-        self.stats["batches"] += 1
-        width = max(batch["lengths"])
-        self.stats["input_tokens"] += width * len(texts)
-        self.stats["input_padding"] += width * len(texts) - sum(batch["lengths"])
-        self.stats["generated_tokens"] += int(sum(lengths))
+        self.count(batch, int(sum(lengths)))
         records = [
             {"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)
         ]
         return {"records": records}
+
+    def count(self, batch: dict[str, Any], generated_tokens: int) -> None:
+        """Add one generated batch to this rank's stats."""
+        examples, width = len(batch["ids"]), max(batch["lengths"])
+        self.stats["examples"] += examples
+        self.stats["batches"] += 1
+        self.stats["input_tokens"] += width * examples
+        self.stats["input_padding"] += width * examples - sum(batch["lengths"])
+        self.stats["generated_tokens"] += generated_tokens
 
     def on_predict_end(self) -> None:
         self.seconds = time.perf_counter() - self._started

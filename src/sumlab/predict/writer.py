@@ -19,7 +19,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -99,9 +99,8 @@ def _complete_lines(path: Path) -> Iterable[str]:
     return data[: end + 1].decode("utf-8", errors="replace").splitlines()
 
 
-def read_shards(out: Path) -> dict[str, dict[str, Any]]:
-    """id -> record of every finished example in any shard (first occurrence wins; cut lines dropped)."""
-    done: dict[str, dict[str, Any]] = {}
+def _records(out: Path) -> Iterator[dict[str, Any]]:
+    """Every finished record in the shards (cut lines dropped), shard by shard."""
     for shard in sorted(shard_dir(out).glob("rank*.jsonl")):
         for line in _complete_lines(shard):
             try:
@@ -109,8 +108,20 @@ def read_shards(out: Path) -> dict[str, dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and "id" in record:
-                done.setdefault(str(record["id"]), record)
+                yield record
+
+
+def read_shards(out: Path) -> dict[str, dict[str, Any]]:
+    """id -> record of every finished example in any shard (first occurrence wins; cut lines dropped)."""
+    done: dict[str, dict[str, Any]] = {}
+    for record in _records(out):
+        done.setdefault(str(record["id"]), record)
     return done
+
+
+def done_ids(out: Path) -> set[str]:
+    """The ids of every finished example in the shards (without holding their records: candidates are large)."""
+    return {str(record["id"]) for record in _records(out)}
 
 
 def count_shard_lines(out: Path) -> int:
