@@ -25,18 +25,15 @@ from sumlab.text.rouge import score_pair
 
 # --- selection ----------------------------------------------------------------------------------------
 def reference_expected(candidates: list[str], utility: str, tokenizer: str = "default", weights=None) -> list[float]:
-    """The slow way: score_pair for every ordered pair, weighted mean over the other candidates."""
+    """The slow way: score_pair for every ordered pair (a candidate with itself too), weighted mean."""
     weights = weights or [1.0] * len(candidates)
     expected = []
-    for i, a in enumerate(candidates):
-        total = norm = 0.0
-        for j, b in enumerate(candidates):
-            if i == j:
-                continue
+    for a in candidates:
+        total = 0.0
+        for b, w in zip(candidates, weights, strict=True):
             s = score_pair(a, b, tokenizer)
-            u = (s["rouge1"] + s["rouge2"] + s["rougeL"]) / 3 if utility == "rouge_combined" else s[utility]
-            total, norm = total + weights[j] * u, norm + weights[j]
-        expected.append(total / norm if norm else 0.0)
+            total += w * ((s["rouge1"] + s["rouge2"] + s["rougeL"]) / 3 if utility == "rouge_combined" else s[utility])
+        expected.append(total / sum(weights))
     return expected
 
 
@@ -46,11 +43,12 @@ def reference_pick(expected: list[float]) -> int:
 
 
 def test_hand_computed_case() -> None:
-    # ROUGE-1 F1 = 2 * shared words / (words of both): a-b 2*3/7, a-c 2*2/6, b-c 2*2/5, d shares nothing
+    # ROUGE-1 F1 = 2 * shared words / (words of both): a-b 2*3/7, a-c 2*2/6, b-c 2*2/5, d shares nothing; each
+    # candidate scores 1 against itself
     candidates = ["w x y z", "w x y", "w x", "p q"]
     f = {(0, 1): Fraction(6, 7), (0, 2): Fraction(2, 3), (1, 2): Fraction(4, 5)}
-    u = lambda i, j: f.get((min(i, j), max(i, j)), Fraction(0))  # noqa: E731
-    want = [sum(u(i, j) for j in range(4) if j != i) / 3 for i in range(4)]  # 32/63, 58/105, 22/45, 0
+    u = lambda i, j: Fraction(1) if i == j else f.get((min(i, j), max(i, j)), Fraction(0))  # noqa: E731
+    want = [sum(u(i, j) for j in range(4)) / 4 for i in range(4)]  # 53/84, 93/140, 37/60, 1/4
     picked = mbr.select(candidates, "rouge1", "whitespace")
     assert picked.expected == pytest.approx([float(w) for w in want], abs=1e-12)
     assert picked.index == 1 and want[1] == max(want)
@@ -71,8 +69,12 @@ def test_ties_go_to_the_earliest_candidate() -> None:
     assert mbr.select(["the cat sat", "the cat ran", "a dog barked"], "rouge1").index == 0  # first two tie
     assert mbr.select(["the cat ran", "the cat sat", "a dog barked"], "rouge1").index == 0
     assert mbr.select(["x y", "z", "x y", "x y"], "rougeL").index == 0  # duplicates: the first of them
-    assert mbr.select(["only one"]).index == 0 and mbr.select(["only one"]).expected == [0.0]
+    assert mbr.select(["only one"]).index == 0 and mbr.select(["only one"]).expected == [1.0]
     assert mbr.select(["", "", ""]).index == 0  # empty candidates score 0 against anything, as in score_pair
+    assert mbr.select(["", "x"]).index == 1  # (against itself too)
+    # two candidates: equal weights tie (the first is kept); a weight is a vote
+    assert mbr.select(["a b c", "a b d"]).index == 0
+    assert mbr.select(["a b c", "a b d"], weights=[1, 2]).index == 1
 
 
 @pytest.mark.parametrize("utility", mbr.UTILITIES)

@@ -3,8 +3,9 @@
 Each file gives one candidate per id: predict.py's predictions.jsonl (id, prediction), any JSONL with an id and a
 summary field, or a competition CSV (fname,summary, as predict.py's output.format=csv writes it). The ids must be
 the same set in every file (one error line naming the first mismatch otherwise, and nothing is written). For each
-id, the candidate with the highest weighted mean ROUGE (--utility) against the other files' candidates is kept
-(:mod:`sumlab.generation.selection`, the selection predict.py's decoding=mbr makes). Writes to DIR:
+id, the candidate with the highest weighted mean ROUGE (--utility) against all the files' candidates is kept
+(:mod:`sumlab.generation.selection`, the selection predict.py's decoding=mbr makes; ties go to the earliest file,
+so two files of equal weight keep the first: give three or more, or --weights, which act as votes). Writes to DIR:
 predictions.jsonl, predictions.csv (the competition layout), candidates.jsonl and metrics.json (selection
 settings and time, how often the first file's summary was replaced; with --references, the ROUGE of the ensemble
 and of each input file).

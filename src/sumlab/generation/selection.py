@@ -8,7 +8,8 @@ candidates.jsonl has one line per candidate, an input's candidates together, inp
 
 ``model``: the model_dir entry (or the file) it came from; ``index``: its position among that model's candidates
 (beam rank or sample number); ``score``: the engine's own (null where it gives none); ``expected_utility``: its
-weighted mean utility against the input's other candidates; ``selected``: whether MBR kept it (one per input).
+weighted mean utility against the input's candidates (:mod:`sumlab.text.mbr`); ``selected``: whether MBR kept it
+(one per input).
 
 Imports no torch: the ensemble command line stays quick to start.
 """

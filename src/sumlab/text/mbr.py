@@ -1,11 +1,13 @@
 """Minimum-Bayes-risk selection: of several candidate summaries for one input, keep the one with the highest
 expected ROUGE against the others.
 
-The expected utility of candidate i is the weighted mean of its ROUGE F1 against every *other* candidate j,
-``sum_j!=i w_j U(i, j) / sum_j!=i w_j`` (a candidate agreeing with itself is no evidence; with equal weights
-counting it would add the same constant to every candidate). Weights are per candidate (e.g. a model's
-weight in an ensemble), positive. Ties (within 1e-9) go to the earliest candidate: the first beam, the
-first model. With one candidate it is kept, with expected utility 0.
+The expected utility of candidate i is the weighted mean of its ROUGE F1 against every candidate j, itself
+included: ``sum_j w_j U(i, j) / sum_j w_j``, the sample estimate of its expected ROUGE against a summary drawn
+from the candidates with probabilities proportional to the weights (a model's weight in an ensemble; positive).
+With equal weights the self term (1, or 0 for an empty candidate) is the same for all and leaves the pick as
+"highest mean ROUGE against the others"; with unequal weights it is what makes a weight a vote (two candidates
+weighted 2 and 1: the first is kept unless they are equal). Ties (within 1e-9) go to the earliest candidate:
+the first beam, the first model.
 
 ROUGE-1/2/L F1 are the same numbers :func:`sumlab.text.rouge.score_pair` gives (F1 = 2 * hits / (len_a +
 len_b), symmetric), computed for all N^2 pairs at once: each candidate is tokenized once with the run's
@@ -33,7 +35,7 @@ BLOCK = 1 << 22  # count-matrix elements compared at once: bounds memory for lon
 @dataclass(frozen=True)
 class Selection:
     index: int  # position of the picked candidate
-    expected: list[float]  # each candidate's expected utility against the others
+    expected: list[float]  # each candidate's expected utility (weighted mean ROUGE against all candidates)
 
 
 def encode(tokens: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -97,14 +99,12 @@ def utility_matrix(codes: list[np.ndarray], utility: str = "rougeL") -> np.ndarr
 
 
 def expected_utility(matrix: np.ndarray, weights: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Each candidate's weighted mean utility against the others (0 for a lone candidate)."""
+    """Each candidate's weighted mean utility against all candidates (itself included)."""
     n = len(matrix)
     w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     if w.shape != (n,) or not np.all(w > 0):
         raise ValueError(f"weights must be {n} positive numbers, one per candidate")
-    off_diagonal = matrix * (1 - np.eye(n))
-    others = w.sum() - w
-    return np.divide(off_diagonal @ w, others, out=np.zeros(n), where=others > 0)
+    return matrix @ w / w.sum()
 
 
 def pick(expected: np.ndarray) -> int:
