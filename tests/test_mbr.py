@@ -94,7 +94,8 @@ def test_equals_slow_reference_on_random_candidates(utility: str) -> None:
 def test_korean_candidates_use_the_run_tokenizer() -> None:
     pytest.importorskip("kiwipiepy")
     # Eojeol (space-separated) forms: only the first two share words. Morphemes (kiwi): 친구/학교 are shared by three.
-    candidates = ["동생은 집에서 잤다", "동생은 집에서 놀았다", "친구가 학교에서 공부했다", "친구는 학교에 갔다", "친구와 학교를 떠났다"]
+    candidates = ["동생은 집에서 잤다", "동생은 집에서 놀았다",
+                  "친구가 학교에서 공부했다", "친구는 학교에 갔다", "친구와 학교를 떠났다"]  # fmt: skip
     assert mbr.select(candidates, "rougeL", "default").index == 0
     kiwi = mbr.select(candidates, "rougeL", "kiwi")
     assert kiwi.index == 2
@@ -280,6 +281,15 @@ def test_ensemble_of_two_families_then_select_only(runs: tuple[Path, Path], tmp_
     for k in range(N):
         pool = [c["candidate"] for c in chosen[k * 3 : (k + 1) * 3]]
         assert read_jsonl(again / "predictions.jsonl")[k]["prediction"] == pool[mbr.select(pool, "rouge1").index]
+
+    # Pooling two runs generated apart (candidates_from a list) selects as the ensemble run did
+    for name, model in (("t5", t5), ("gpt2", gpt2)):
+        predict_here(tmp_path / name, f"model_dir={model}", "decoding=mbr", "decoding.candidates=3")
+    pooled = tmp_path / "pooled"
+    predict_here(pooled, f"model_dir=[{t5},{gpt2}]", "decoding=mbr", "decoding.select_only=true",
+                 f"decoding.candidates_from=[{tmp_path / 't5'},{tmp_path / 'gpt2'}]")  # fmt: skip
+    assert read_jsonl(pooled / "predictions.jsonl") == predictions
+    assert without_scores(read_jsonl(pooled / "candidates.jsonl")) == without_scores(candidates)
 
 
 @pytest.mark.slow

@@ -72,8 +72,10 @@ class DecodingConfig:
     epsilon: float = 0.0  # source=sampling: drop tokens below this probability (epsilon sampling; backend hf only)
     utility: str = "rougeL"  # MBR utility: rouge1, rouge2, rougeL or rouge_combined F1 (metrics.tokenizer's words)
     weights: Optional[list[float]] = None  # one positive weight per model_dir entry (its candidates); null: equal
-    select_only: bool = False  # no generation: select again from the candidates.jsonl in candidates_from
-    candidates_from: Optional[str] = None  # select_only: a finished output directory (or its candidates.jsonl)
+    select_only: bool = False  # no generation: select again from the candidates.jsonl of candidates_from
+    # select_only: a finished MBR output directory (or its candidates.jsonl), or a list of them (their candidates are
+    # pooled: an ensemble of runs generated apart); model_dir names the models to keep, as their `model` field does
+    candidates_from: Any = None
 
 
 @dataclass
@@ -100,8 +102,8 @@ class PredictConfig:
     paths: PathsConfig = MISSING
 
 
-def model_dirs(value: Any) -> list[str]:
-    """model_dir as a list: one model, or each model of an ensemble, in the order given."""
+def listed(value: Any) -> list[str]:
+    """A key that takes one path or a list of them (model_dir, decoding.candidates_from) as a list, in order."""
     if isinstance(value, str) or value is None:
         return [value] if value else []
     return [str(v) for v in value]

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sumlab.config.predict import model_dirs
+from sumlab.config.predict import listed
 from sumlab.core.errors import SumlabError
 from sumlab.core.io import open_atomic, stable_hash
 from sumlab.generation.config import candidate_settings
@@ -38,7 +38,7 @@ MODELS = "models"  # models/{k}/shards: model k's candidate shards
 
 def wanted(cfg: DictConfig) -> bool:
     """Whether this run selects among candidates (else each input gets the generation group's one output)."""
-    several = len(model_dirs(cfg.model_dir)) > 1
+    several = len(listed(cfg.model_dir)) > 1
     return candidate_settings(cfg.decoding) is not None or several or bool(cfg.decoding.select_only)
 
 
@@ -50,7 +50,7 @@ def stage_configs(cfg: DictConfig, out: Path) -> list[DictConfig]:
     """One predict config per model_dir entry: that model, writing its shards under models/{k}/ (never overwriting
     there: :func:`check_output` cleared everything before the first model, on rank 0 only)."""
     stages = []
-    for k, model_dir in enumerate(model_dirs(cfg.model_dir)):
+    for k, model_dir in enumerate(listed(cfg.model_dir)):
         stage = cfg.copy()
         with open_dict(stage):
             stage.model_dir = model_dir
@@ -76,7 +76,7 @@ def check_output(out: Path, overwrite: bool, is_zero: bool) -> None:
 
 def labels(cfg: DictConfig) -> list[str]:
     """How candidates.jsonl names each model: its model_dir entry as given."""
-    return model_dirs(cfg.model_dir)
+    return listed(cfg.model_dir)
 
 
 def model_weights(cfg: DictConfig) -> Optional[dict[str, float]]:
@@ -182,28 +182,32 @@ def shard_pools(stages: Sequence[StageInfo], ids: Sequence[str]) -> Iterator[lis
             yield pool
 
 
-def file_pools(path: Path, ids: Sequence[str], wanted_models: Sequence[str]) -> Iterator[list[Pooled]]:
-    """Each input's candidates from an earlier candidates.jsonl, only those of `wanted_models`; the file must hold
-    every input id, in input order, with candidates from each wanted model."""
-    groups = read_candidates(path)
+def _group(path: Path, groups: Iterator[tuple[str, list[Pooled]]], example_id: Optional[str]) -> list[Pooled]:
+    """The next input's candidates of one file, which must be those of `example_id` (None: the file must end)."""
+    found_id, pool = next(groups, (None, []))
+    if found_id != example_id:
+        found = "the end of the file" if found_id is None else f"the candidates of id {found_id!r}"
+        wanted = "the end of the file" if example_id is None else f"the candidates of id {example_id!r}"
+        raise SumlabError(f"{path} does not match the data: expected {wanted}, found {found}; select from outputs "
+                          "of the same data, split and limits")  # fmt: skip
+    return pool
+
+
+def file_pools(paths: Sequence[Path], ids: Sequence[str], wanted_models: Sequence[str]) -> Iterator[list[Pooled]]:
+    """Each input's candidates from earlier candidates.jsonl files, only those of `wanted_models` (in that order);
+    every file must hold every input id, in input order, and each wanted model must be found in one of them."""
+    groups = [read_candidates(p) for p in paths]
     for example_id in ids:
-        found_id, pool = next(groups, (None, []))
-        if found_id != example_id:
-            raise SumlabError(
-                f"{path} does not match the data: expected the candidates of id {example_id!r}, found "
-                f"{'the end of the file' if found_id is None else repr(found_id)}; select from the output of the "
-                "same data, split and limits"
-            )
+        pool = [c for path, g in zip(paths, groups, strict=True) for c in _group(path, g, example_id)]
         kept = [c for c in pool if c.model in wanted_models]
         absent = [m for m in wanted_models if all(c.model != m for c in kept)]
         if absent:
             have = sorted({c.model for c in pool})
-            raise SumlabError(f"{path}: id {example_id!r} has no candidates from model {absent[0]!r} (it has {have}): "
-                              "name models as in its `model` field")  # fmt: skip
-        yield sorted(kept, key=lambda c: wanted_models.index(c.model))  # model order as given; stable within one
-    extra = next(groups, None)
-    if extra is not None:
-        raise SumlabError(f"{path} holds candidates of id {extra[0]!r}, which is not in the data")
+            raise SumlabError(f"decoding.candidates_from: id {example_id!r} has no candidates from model {absent[0]!r} "
+                              f"(found: {have}): name models as their `model` field does")  # fmt: skip
+        yield sorted(kept, key=lambda c: wanted_models.index(c.model))  # stable: beam order kept within a model
+    for path, g in zip(paths, groups, strict=True):
+        _group(path, g, None)
 
 
 def select_all(out: Path, examples: Sequence[dict[str, Any]], pools: Iterator[list[Pooled]],
@@ -222,16 +226,16 @@ def select_all(out: Path, examples: Sequence[dict[str, Any]], pools: Iterator[li
     return merged
 
 
-def candidates_file(cfg: DictConfig, out: Path) -> Path:
-    """decoding.candidates_from as a candidates.jsonl path, never this run's own output."""
-    source = Path(str(cfg.decoding.candidates_from)).expanduser()
-    path = source / CANDIDATES if source.is_dir() else source
-    if path.parent.resolve() == out.resolve():
-        raise SumlabError(
-            f"decoding.candidates_from={cfg.decoding.candidates_from} is this run's own output directory: "
-            "write the new selection elsewhere (output.dir=...)"
-        )
-    return path
+def candidates_files(cfg: DictConfig, out: Path) -> list[Path]:
+    """decoding.candidates_from as candidates.jsonl paths, none of them this run's own output."""
+    paths = []
+    for source in map(Path, listed(cfg.decoding.candidates_from)):
+        path = source.expanduser() / CANDIDATES if source.expanduser().is_dir() else source.expanduser()
+        if path.parent.resolve() == out.resolve():
+            raise SumlabError(f"decoding.candidates_from names this run's own output directory ({source}): "
+                              "write the new selection elsewhere (output.dir=...)")  # fmt: skip
+        paths.append(path)
+    return paths
 
 
 def decoding_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.config.predict import OUTPUT_FORMATS, model_dirs
+from sumlab.config.predict import OUTPUT_FORMATS, listed
 from sumlab.config.rules import check_decoding, check_generation, check_metrics
 from sumlab.core.errors import SumlabError, guarded
 from sumlab.core.io import digest, versions, write_json
@@ -86,7 +86,7 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError(f"backend={cfg.backend} is unknown: use one of {list(engines.BACKENDS)}")
     if cfg.compute_type not in engines.COMPUTE_TYPES:
         raise SumlabError(f"compute_type={cfg.compute_type} is unknown: use one of {list(engines.COMPUTE_TYPES)}")
-    models = model_dirs(cfg.model_dir)
+    models = listed(cfg.model_dir)
     if not models or not all(models):
         raise SumlabError("model_dir is empty: pass model_dir=outputs/train/<run> (or an export/, a .ckpt, a hub name)")
     check_decoding(cfg.decoding, len(models))
@@ -345,14 +345,14 @@ def run_candidates(cfg: DictConfig, is_zero: bool, started: float) -> dict[str, 
 
 def select_again(cfg: DictConfig, out: Path, is_zero: bool, started: float) -> dict[str, Any]:
     """decoding.select_only: MBR again over an earlier output's candidates.jsonl (no model is loaded)."""
-    path = mbr.candidates_file(cfg, out)
+    paths = mbr.candidates_files(cfg, out)
     raw = load_rows(cfg)
     examples = raw.select_columns([c for c in EXAMPLE_COLUMNS if c in raw.column_names]).to_list()
-    earlier = path.parent / writer.METRICS
+    earlier = paths[0].parent / writer.METRICS  # metrics.tokenizer, else the tokenizer the first output selected with
     recorded = json.loads(earlier.read_text(encoding="utf-8")).get("utility_tokenizer") if earlier.is_file() else None
     tokenizer = cfg.metrics.tokenizer or recorded or "default"
-    pools = mbr.file_pools(path, [e["id"] for e in examples], mbr.labels(cfg))
-    return finish_candidates(cfg, out, examples, pools, tokenizer, started, [], candidates_from=str(path))
+    pools = mbr.file_pools(paths, [e["id"] for e in examples], mbr.labels(cfg))
+    return finish_candidates(cfg, out, examples, pools, tokenizer, started, [], candidates_from=list(map(str, paths)))
 
 
 def finish_candidates(cfg: DictConfig, out: Path, examples: list[dict[str, Any]], pools: Any, tokenizer: str,
