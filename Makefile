@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict bench-predict bench-memory bench-data bench-train
+.PHONY: install train test test-fast lint bench clean sweep results predict bench-predict bench-memory bench-data bench-train bench-mbr
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -28,10 +28,13 @@ test-fast:  ## skip the tests that train or spawn processes
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
-bench: bench-predict bench-memory bench-data bench-train  ## every benchmark (results go in BENCHMARKS.md)
+bench: bench-predict bench-memory bench-data bench-train bench-mbr  ## every benchmark (results go in BENCHMARKS.md)
 
 bench-predict:  ## naive HF loop vs predict.py (hf, ctranslate2) vs raw CTranslate2: offline default T5 and tiny_llama (trained or reused); MODEL_DIR=<dialogsum run> for DialogSum test [ARGS="--sections llm"]
 	$(PY) benchmarks/bench_predict.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(ARGS)
+
+bench-mbr:  ## MBR decoding vs beam 4 on 200 DialogSum dev dialogues: n-best and sampled candidates (16, 32), the offline default model and the LoRA SmolLM2 of bench-real, an ensemble of both; ROUGE diffs with paired bootstrap CIs [ARGS="--dev 20 --candidates 4"]
+	$(PY) benchmarks/bench_mbr.py $(ARGS)
 
 bench-train:  ## train.py vs transformers' Seq2SeqTrainer on DialogSum (small_t5, 512 dialogues, 1 epoch, beams-4 validation), then tiny_llama tokens/s with and without data.packing [ARGS="--sections llm" or "--train 2000"]
 	$(PY) benchmarks/bench_train.py $(ARGS)
