@@ -50,6 +50,7 @@ LONGEST_FILES = (
     "test_train.py",
     "test_predict.py",
     "test_sweep_runs.py",
+    "test_mbr.py",
     "test_llm.py",
     "test_adapters.py",
     "test_resume.py",

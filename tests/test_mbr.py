@@ -271,6 +271,16 @@ def test_ensemble_of_two_families_then_select_only(runs: tuple[Path, Path], tmp_
         assert metrics[key] >= 0
     assert metrics["decoding"]["num_beams"] == 3 and "rouge" in metrics
 
+    # One output per model (decoding=beam): with two models, a weight is a vote
+    voted = tmp_path / "voted"
+    predict_here(voted, f"model_dir=[{t5},{gpt2}]", "decoding.weights=[1,2]")
+    pairs = read_jsonl(voted / "candidates.jsonl")
+    assert [c["model"] for c in pairs] == [str(t5), str(gpt2)] * N
+    texts = [(a["candidate"], b["candidate"]) for a, b in zip(pairs[::2], pairs[1::2], strict=True)]
+    kept = [p["prediction"] for p in read_jsonl(voted / "predictions.jsonl")]
+    assert kept == [pair[mbr.select(pair, weights=[1, 2]).index] for pair in texts]
+    assert sum(k != a for k, (a, _) in zip(kept, texts, strict=True)) > 0  # the weighted second model's were kept
+
     # Select again from the kept candidates: another utility, only the GPT-2 run's, without loading a model
     again = tmp_path / "again"
     metrics = predict_here(again, f"model_dir=[{gpt2}]", "decoding=mbr", "decoding.utility=rouge1",

@@ -105,7 +105,7 @@ class CandidateModule(PredictModule):
         if self.generation_config.do_sample and self.sample_seed is not None and self.choice.backend == "hf":
             self.engine.reseed(int(stable_hash([self.sample_seed, batch["ids"][0]]), 16) % (1 << 31))
         pools = self.engine.generate_candidates(batch)
-        self.count(batch, sum(c.gen_len for pool in pools for c in pool))
+        self.count_batch(batch, sum(c.gen_len for pool in pools for c in pool))
         records = [
             {"id": i, "texts": [c.text for c in pool], "scores": [c.score for c in pool],
              "gen_len": [c.gen_len for c in pool]}

@@ -79,13 +79,13 @@ class PredictModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         assert self.engine is not None
         texts, lengths = self.engine.generate(batch)
-        self.count(batch, int(sum(lengths)))
+        self.count_batch(batch, int(sum(lengths)))
         records = [
             {"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)
         ]
         return {"records": records}
 
-    def count(self, batch: dict[str, Any], generated_tokens: int) -> None:
+    def count_batch(self, batch: dict[str, Any], generated_tokens: int) -> None:
         """Add one generated batch to this rank's stats."""
         examples, width = len(batch["ids"]), max(batch["lengths"])
         self.stats["examples"] += examples
