@@ -49,10 +49,12 @@ def _counts(codes: list[np.ndarray]) -> np.ndarray:
     """Count rows (N x distinct codes) over the codes of every candidate."""
     flat = np.concatenate(codes) if codes else np.zeros(0, np.int64)
     keys, inverse = np.unique(flat, return_inverse=True)
-    rows = np.repeat(np.arange(len(codes)), [len(c) for c in codes])
-    counts = np.zeros((len(codes), len(keys)), np.int32)
-    np.add.at(counts, (rows, inverse), 1)
-    return counts
+    lengths = [len(c) for c in codes]
+    cells = np.repeat(np.arange(len(codes)) * len(keys), lengths) + inverse.reshape(-1)
+    counts = np.bincount(cells, minlength=len(codes) * len(keys)).reshape(len(codes), len(keys))
+    # the narrowest type that holds every count: the pairwise minima below then read far fewer bytes
+    longest = max(lengths, default=0)
+    return counts.astype(np.uint8 if longest < 256 else np.uint16 if longest < 65536 else np.int64)
 
 
 def _overlaps(counts: np.ndarray) -> np.ndarray:
@@ -62,7 +64,7 @@ def _overlaps(counts: np.ndarray) -> np.ndarray:
     rows = max(1, BLOCK // max(1, n * width))
     for start in range(0, n, rows):
         block = counts[start : start + rows]
-        hits[start : start + rows] = np.minimum(block[:, None, :], counts[None, :, :]).sum(-1)
+        hits[start : start + rows] = np.minimum(block[:, None, :], counts[None, :, :]).sum(-1, dtype=np.int32)
     return hits
 
 
