@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sumlab.core.errors import SumlabError
-from sumlab.core.io import open_atomic, write_json
+from sumlab.core.io import atomic_file, write_json
 from sumlab.generation.selection import CANDIDATES, Pooled, Selector, candidate_lines
 from sumlab.text.mbr import UTILITIES
 from sumlab.text.rouge import MULTI_REFERENCE, TOKENIZERS, score_corpus
@@ -167,7 +167,7 @@ def select(out: Path, labels: list[str], ids: list[str], predictions: list[dict[
            selector: Selector) -> list[dict[str, Any]]:  # fmt: skip
     """Each id's kept prediction; every file's candidate with its expected utility in candidates.jsonl."""
     rows = []
-    with open_atomic(out / CANDIDATES) as f:
+    with atomic_file(out / CANDIDATES) as f:
         for example_id in ids:
             pool = [Pooled(label, 0, p[example_id]) for label, p in zip(labels, predictions, strict=True)]
             picked, expected = selector(pool)

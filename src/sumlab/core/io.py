@@ -101,9 +101,9 @@ def git_commit(root: str) -> Optional[str]:
 
 
 @contextmanager
-def open_atomic(path: Path) -> Iterator[TextIO]:
-    """A text file written line by line under a temporary name beside ``path``, renamed when the block ends
-    without an error (removed otherwise): for outputs too large to build in memory first."""
+def atomic_file(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name beside ``path`` and renamed to it when the block ends without an
+    error (else removed): a reader never sees half a file, and a large one is streamed, not built in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sumlab.config.predict import listed
 from sumlab.core.errors import SumlabError
-from sumlab.core.io import open_atomic, stable_hash
+from sumlab.core.io import atomic_file, stable_hash
 from sumlab.generation.config import candidate_settings
 from sumlab.generation.selection import CANDIDATES, Pooled, Selector, candidate_lines, read_candidates
 from sumlab.predict import writer
@@ -214,7 +214,7 @@ def select_all(out: Path, examples: Sequence[dict[str, Any]], pools: Iterator[li
                selector: Selector) -> list[dict[str, Any]]:  # fmt: skip
     """Select each input's prediction; write candidates.jsonl (complete or not at all); the merged rows."""
     merged = []
-    with open_atomic(out / CANDIDATES) as f:
+    with atomic_file(out / CANDIDATES) as f:
         for example, pool in zip(examples, pools, strict=True):
             picked, expected = selector(pool)
             f.write(candidate_lines(example["id"], pool, expected, picked))
