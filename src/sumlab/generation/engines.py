@@ -26,6 +26,10 @@ tests/test_predict_backends.py, fp32 outputs equal), the mapping below says how 
 - sampling: top_k, top_p and temperature map one to one (CTranslate2 seeds with set_random_seed);
   samples are not the same draws as torch's, so sampled text differs from hf's while following the
   same distribution. Beam sampling (do_sample with num_beams > 1) is not supported.
+- num_return_sequences (predict.py's decoding.candidates) = num_hypotheses: the n-best of a beam search
+  (beam width >= N) in the same order as HF's (tests/test_mbr.py), or N samples (CTranslate2 returns them
+  best score first); CTranslate2's scores are kept, HF's are not (see HFEngine.generate_candidates).
+  epsilon_cutoff (epsilon sampling) has no CTranslate2 equivalent: not supported.
 - no_repeat_ngram_size and repetition_penalty: equal in greedy search of seq2seq models. In beam search
   HF applies them to log-probabilities (after log_softmax), CTranslate2 to logits, and outputs differ
   (measured on tiny T5: 3 and 7 of 16); for a causal model HF also counts the prompt's tokens.
