@@ -20,13 +20,28 @@ class Roots:
     """
 
     def __init__(self, roots: Iterable[str | Path]) -> None:
-        raise NotImplementedError
+        self._given = tuple(Path(r) for r in roots)
+        self._real = tuple(r.resolve() for r in self._given)
 
     @property
     def paths(self) -> tuple[Path, ...]:
         """The roots as given (relative to the working directory or absolute), existing ones only."""
-        raise NotImplementedError
+        return tuple(given for given, real in zip(self._given, self._real, strict=True) if real.is_dir())
 
     def resolve(self, path: str | Path) -> Path:
         """The real path of ``path`` if it lies inside a root; PathRefused otherwise (it need not exist)."""
-        raise NotImplementedError
+        given = Path(path)
+        if ".." in given.parts:
+            raise PathRefused(f"path {str(path)!r} contains '..': name a run by its path under {self._names()}")
+        try:
+            real = given.resolve()  # relative to the working directory; every symlink followed
+        except (OSError, RuntimeError, ValueError) as ex:  # a symlink loop, a NUL byte
+            raise PathRefused(
+                f"path {str(path)!r} cannot be resolved ({ex}): pick a run under {self._names()}"
+            ) from None
+        if not any(real == root or real.is_relative_to(root) for root in self._real):
+            raise PathRefused(f"path {str(path)!r} is outside the configured roots {self._names()}: pick a run there")
+        return real
+
+    def _names(self) -> str:
+        return ", ".join(map(str, self._given)) or "(none configured)"
