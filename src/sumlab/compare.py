@@ -52,8 +52,11 @@ def verdict(pair: PairResult, names: dict[str, str], confidence: float, resample
         meaning = f"{names[pair.run]} is {'better' if k.difference > 0 else 'worse'} (the interval excludes 0)"
     else:
         meaning = "no difference the data can support (the interval contains 0)"
-    return (f"{names[pair.run]} vs {names[pair.baseline]}: {HEADLINE} {k.difference:+.4f} "
-            f"[{k.low:+.4f}, {k.high:+.4f}] ({confidence:.0%} CI), p={_p(k.p_value, resamples)}: {meaning}")  # fmt: skip
+    interval = f"[{k.low:+.4f}, {k.high:+.4f}] ({confidence:.0%} CI)"
+    return (
+        f"{names[pair.run]} vs {names[pair.baseline]}: {HEADLINE} {k.difference:+.4f} {interval}, "
+        f"p={_p(k.p_value, resamples)}: {meaning}"
+    )
 
 
 def _p(p_value: float, resamples: int) -> str:

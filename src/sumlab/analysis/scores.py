@@ -29,6 +29,10 @@ KEYS = (*ROUGE_KEYS, "rouge_combined")  # rouge_combined = mean of rouge1, rouge
 SCORER_VERSION = 1  # part of the cache key: bump when sumlab.text.rouge's scores change
 
 
+class NoReferences(SumlabError):
+    """The predictions have no reference to score against (a split without summaries)."""
+
+
 @dataclass(frozen=True)
 class ExampleScores:
     """Per-example F1 in [0, 1] for each of KEYS, aligned with ``ids`` (the predictions file's order)."""
@@ -78,7 +82,7 @@ def example_scores(run: Run, tokenizer: Optional[str] = None, multi_reference: O
     ids, rows = [], []
     for row in _progress(read_rows(run), run, progress):
         if not row.references:
-            raise SumlabError(f"{run.predictions}: example {row.id!r} has no reference: ROUGE needs one "
+            raise NoReferences(f"{run.predictions}: example {row.id!r} has no reference: ROUGE needs one "
                               "(predict on a split with summaries)")  # fmt: skip
         ids.append(row.id)
         rows.append(score_references(row.prediction, list(row.references), tokenizer, multi_reference))
