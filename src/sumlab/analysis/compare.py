@@ -127,7 +127,7 @@ def common_settings(runs: Sequence[Run], tokenizer: Optional[str], multi_referen
     for attr, given in (("tokenizer", tokenizer), ("multi_reference", multi_reference)):
         own = {getattr(run, attr) for run in runs}
         if given is None and len(own) > 1:
-            listed = ", ".join(f"{run.name}: {getattr(run, attr)}" for run in runs)
+            listed = ", ".join(f"{run.path}: {getattr(run, attr)}" for run in runs)
             raise SumlabError(f"the runs were scored with different ROUGE {attr} settings ({listed}): "
                               f"pass --{attr.replace('_', '-')} to score them all the same way")  # fmt: skip
     return settings(runs[0], tokenizer, multi_reference)
@@ -151,13 +151,13 @@ def check_same_examples(base: Run, base_refs: dict[str, int], run: Run, refs: di
     missing = next((i for i in base_refs if i not in refs), None)
     extra = next((i for i in refs if i not in base_refs), None)
     if missing is not None or extra is not None:
-        where = f"id {missing!r} is in {base.name} but not in {run.name}" if missing is not None else (
-            f"id {extra!r} is in {run.name} but not in {base.name}")  # fmt: skip
+        where = f"id {missing!r} is in {base.path} but not in {run.path}" if missing is not None else (
+            f"id {extra!r} is in {run.path} but not in {base.path}")  # fmt: skip
         raise SumlabError(f"the runs hold different examples ({len(base_refs)} and {len(refs)} ids; {where}): "
                           "compare predictions of the same split")  # fmt: skip
     differs = next((i for i in base_refs if base_refs[i] != refs[i]), None)
     if differs is not None:
-        raise SumlabError(f"example {differs!r} has different references in {base.name} and {run.name}: "
+        raise SumlabError(f"example {differs!r} has different references in {base.path} and {run.path}: "
                           "compare predictions of the same data")  # fmt: skip
 
 
