@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from sumlab.analysis.runs import Row, Run, read_rows
-from sumlab.analysis.scores import KEYS, ExampleScores, example_scores, settings
+from sumlab.analysis.scores import KEYS, ExampleScores, example_scores, settings, tracked
 from sumlab.core.errors import SumlabError
 from sumlab.core.stats import RESAMPLES, SEED, paired_bootstrap
 
@@ -112,7 +112,7 @@ def compare_runs(runs: Sequence[Run], tokenizer: Optional[str] = None, multi_ref
         check_same_examples(runs[0], baseline, run, _references(run))
     scores = [example_scores(run, tokenizer, multi_reference, progress) for run in runs]
     pairs = tuple(
-        _pair(runs[0], scores[0], run, s, top, dict(confidence=confidence, resamples=resamples, seed=seed))
+        _pair(runs[0], scores[0], run, s, top, dict(confidence=confidence, resamples=resamples, seed=seed), progress)
         for run, s in zip(runs[1:], scores[1:], strict=True)
     )
     described = tuple({"path": str(run.path), "name": run.name, "kind": run.kind, "model": run.model,
@@ -162,11 +162,11 @@ def check_same_examples(base: Run, base_refs: dict[str, int], run: Run, refs: di
 
 
 def _pair(base: Run, base_scores: ExampleScores, run: Run, scores: ExampleScores, top: int,
-          bootstrap: dict[str, Any]) -> PairResult:  # fmt: skip
+          bootstrap: dict[str, Any], progress: bool) -> PairResult:  # fmt: skip
     position = scores.position()
     order = np.array([position[i] for i in base_scores.ids], dtype=np.int64)  # the run's scores in baseline order
     keys = []
-    for key in KEYS:
+    for key in tracked(KEYS, f"bootstrap {run.name}", len(KEYS), progress):  # ~30 s a key at 300k examples
         a, b = base_scores.values[key], scores.values[key][order]
         diff = paired_bootstrap(a, b, **bootstrap)
         keys.append(KeyResult(key, float(a.mean()), float(b.mean()), diff.difference, diff.low, diff.high,

@@ -111,15 +111,22 @@ def _from_rows(rows: Iterable[Row], tokenizer: str, multi_reference: str) -> Opt
     return _scores(ids, values, tokenizer, multi_reference) if ids else None
 
 
-def _progress(rows: Iterator[Row], run: Run, show: bool) -> Iterable[Row]:
+def tracked(items: Iterable[Any], description: str, total: Optional[int], show: bool) -> Iterable[Any]:
+    """``items``, with a transient progress bar on stderr when ``show`` (long scoring and bootstraps)."""
     if not show:
-        return rows
+        return items
     from rich.console import Console
     from rich.progress import track
 
+    return track(items, total=total, description=description, console=Console(stderr=True), transient=True)
+
+
+def _progress(rows: Iterator[Row], run: Run, show: bool) -> Iterable[Row]:
+    if not show:
+        return rows
     with open(require_predictions(run), "rb") as f:
         total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return track(rows, total=total, description=f"ROUGE {run.name}", console=Console(stderr=True), transient=True)
+    return tracked(rows, f"ROUGE {run.name}", total, show)
 
 
 # --- the cache ---------------------------------------------------------------------------------------------------
