@@ -82,7 +82,8 @@ def test_merge_keeps_each_example_once_in_dataset_order(tmp_path: Path) -> None:
     (shards / "rank0.jsonl").write_text(line(3, 0.3) + line(1, 0.6))
     (shards / "rank1.jsonl").write_text(line(0, 0.9) + line(2, 0.0) + line(3, 0.3))  # 3: a repeat on another rank
     (shards / "rank2.jsonl").write_text("")  # a rank with no examples
-    intervals = train_predictions.merge(tmp_path, expected=4.0)
+    (shards / "rank3.jsonl").write_text(line(7, 1.0))  # stale: an earlier run on four ranks
+    intervals = train_predictions.merge(tmp_path, expected=4.0, world_size=3)
     rows = [json.loads(x) for x in (tmp_path / train_predictions.TEST_PREDICTIONS).read_text().splitlines()]
     assert [r["id"] for r in rows] == ["id0", "id1", "id2", "id3"]
     assert intervals["test/rouge_combined"]["examples"] == 4
@@ -94,7 +95,9 @@ def test_merge_refuses_to_write_a_partial_file(tmp_path: Path, capsys: pytest.Ca
     shards = tmp_path / train_predictions.SHARDS
     shards.mkdir()
     (shards / "rank0.jsonl").write_text('0\t{"id": "a", "rouge1": 1, "rouge2": 1, "rougeL": 1}\n')
-    assert train_predictions.merge(tmp_path, expected=2.0) == {}  # rank 1's shard is on another node's disk
+    assert (
+        train_predictions.merge(tmp_path, expected=2.0, world_size=2) == {}
+    )  # rank 1's shard is on another node's disk
     assert not (tmp_path / train_predictions.TEST_PREDICTIONS).exists()
     assert "holds 1 of the 2.0 test examples" in capsys.readouterr().err
 

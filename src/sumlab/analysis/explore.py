@@ -19,7 +19,7 @@ import numpy as np
 
 from sumlab.analysis.highlight import highlights
 from sumlab.analysis.roots import Roots
-from sumlab.analysis.runs import METRICS, Row, Run, load_run, parse_row, require_predictions
+from sumlab.analysis.runs import METRICS, Row, Run, load_run, parse_row, read_json, require_predictions
 from sumlab.analysis.scores import KEYS, ExampleScores, NoReferences, cached_interval, example_scores
 from sumlab.core.errors import SumlabError
 from sumlab.core.stats import Interval
@@ -58,7 +58,7 @@ def _summary(run: Run, path: str) -> RunSummary:
         stored = (m.get("intervals") or {}).get("test/rouge_combined")
         interval = Interval(**{k: stored[k] for k in ("mean", "low", "high", "confidence")}) if stored else None
         examples = stored["examples"] if stored else None
-        status = (json.loads((run.path / "run.json").read_text(encoding="utf-8")) or {}).get("status")
+        status = (read_json(run.path / "run.json") or {}).get("status")
         mode = "min" if str(m.get("mode")).lower() in ("min", "minimize") else "max"
         return RunSummary(path, run.name, run.kind, run.model, run.data, score, monitor, mode, interval,
                           "test/rouge_combined" if interval else None, examples, status)  # fmt: skip

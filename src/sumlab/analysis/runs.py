@@ -48,7 +48,8 @@ class Run:
         return "/".join(self.path.parts[-2:])
 
 
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
+def read_json(path: Path) -> Optional[dict[str, Any]]:
+    """A JSON object file; None if it is missing, damaged or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -77,7 +78,7 @@ def load_run(path: str | Path) -> Run:
         run_dir = run_dir.parent
     if not run_dir.is_dir():
         raise SumlabError(f"{path}: no such directory; pass a training run or a predict.py output directory")
-    metrics = _read_json(run_dir / METRICS)
+    metrics = read_json(run_dir / METRICS)
     if metrics is None:
         raise SumlabError(
             f"{run_dir} has no readable {METRICS}: pass a finished training run or predict.py output directory"

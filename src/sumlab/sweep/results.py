@@ -194,8 +194,8 @@ def leaderboard(roots: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def _interval(metrics: dict[str, Any], key: str) -> Optional[str]:
-    """ "[low, high]" of the bootstrap interval the run stored for ``key`` (the test step computes it over the
-    per-example scores of test_predictions.jsonl: resampling 300k examples takes too long to redo here)."""
+    """The bootstrap interval the run stored for ``key``, as "[low, high]". The test step computes it once, over the
+    per-example scores it writes to test_predictions.jsonl: resampling 300k examples takes too long to redo here."""
     stored = (metrics.get("intervals") or {}).get(key)
     if not isinstance(stored, dict) or not all(isinstance(stored.get(k), (int, float)) for k in ("low", "high")):
         return None

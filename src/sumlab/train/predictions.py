@@ -14,6 +14,7 @@ import contextlib
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -60,7 +61,7 @@ class TestPredictionWriter(Callback):
             self._file = None
 
 
-def _records(outputs: dict[str, Any]) -> Any:
+def _records(outputs: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(idx, line record) per example of a test batch."""
     for idx, id_, prediction, refs, scores in zip(outputs["idx"], outputs["ids"], outputs["predictions"],
                                                   outputs["references"], outputs["scores"], strict=True):  # fmt: skip
@@ -84,12 +85,13 @@ def _index(shards: list[Path]) -> np.ndarray:
     return np.array(rows, dtype=dtype)
 
 
-def merge(run_dir: str | Path, expected: Optional[float]) -> dict[str, Any]:
-    """Rank 0, after the test: test_predictions.jsonl from the shards; returns metrics.json's ``intervals``: the
-    bootstrap interval of the mean per-example rouge_combined. Empty (and no file) without shards, or when they hold
-    fewer examples than the test scored (``expected``: ranks on nodes that do not share the run directory)."""
+def merge(run_dir: str | Path, expected: Optional[float], world_size: int) -> dict[str, Any]:
+    """Rank 0, after the test: test_predictions.jsonl from the ranks' shards (a stale one of an earlier, larger run
+    in the same directory is ignored); returns metrics.json's ``intervals``: the bootstrap interval of the mean
+    per-example rouge_combined. Empty (and no file) without shards, or when they hold fewer examples than the test
+    scored (``expected``: ranks on nodes that do not share the run directory)."""
     run_dir = Path(run_dir)
-    shards = sorted((run_dir / SHARDS).glob("rank*.jsonl"))
+    shards = [s for s in (run_dir / SHARDS / f"rank{r}.jsonl" for r in range(world_size)) if s.is_file()]
     index = _index(shards)
     _, first = np.unique(index["idx"], return_index=True)  # sorted by index, the first occurrence of each
     kept = index[first]

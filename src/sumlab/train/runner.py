@@ -152,7 +152,8 @@ def run(cfg: DictConfig) -> float:
         export_dir = run_dir.export(module.model, module.tokenizer) if cfg.export else None
         metrics = run_metrics(cfg, run_dir, trainer, module, splits, best_val, best_ckpt, ckpt_path, export_dir)
         if "test" in splits:  # test_predictions.jsonl, and the leaderboard's error bar: test examples resampled
-            metrics["intervals"] = predictions.merge(run_dir.path, module.test_metrics.get("num_examples"))
+            expected = module.test_metrics.get("num_examples")
+            metrics["intervals"] = predictions.merge(run_dir.path, expected, trainer.world_size)
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
         metrics["tags_added_to_vocabulary"] = added
         run_dir.write_metrics(metrics)
