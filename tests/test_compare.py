@@ -115,6 +115,7 @@ def test_compare_identical_runs_contain_zero(tmp_path: Path, capsys: pytest.Capt
     for key in comparison.pairs[0].keys:
         assert key.low <= 0 <= key.high and key.p_value == 1.0 and not key.significant, key
         assert (key.wins, key.ties, key.losses) == (0, 40, 0)
+    assert comparison.pairs[0].changed == ()  # nothing changed: no example listed
     assert compare_cli.main([str(a), str(b), "--out", str(tmp_path)]) == 0
     assert "no difference the data can support (the interval contains 0)" in capsys.readouterr().out
 
