@@ -248,12 +248,15 @@ def test_paths_outside_the_roots_are_refused(tmp_path: Path, monkeypatch) -> Non
     outside = prediction_dir(tmp_path / "secret", predictions(0.5, n=3))
     os.symlink(outside, outputs / "link")  # a symlink inside the root that leads out of it
     os.symlink(outside / "predictions.jsonl", inside / "leak.jsonl")
+    swapped = prediction_dir(outputs / "predict" / "p2", predictions(0.5, n=3))
+    (swapped / "predictions.jsonl").unlink()
+    os.symlink(outside / "predictions.jsonl", swapped / "predictions.jsonl")  # a run whose file leads out
     monkeypatch.chdir(tmp_path)
     roots = Roots(["outputs"])
     assert open_run(roots, "outputs/predict/p1").path == inside.resolve()
     assert open_run(roots, str(inside)).kind == "predict"  # absolute, inside
     refused = ["outputs/../secret", "../secret", str(outside), "/etc/passwd", "outputs/link", "outputs/link/",
-               "outputs/predict/p1/leak.jsonl", "secret", "outputs/predict/\x00"]  # fmt: skip
+               "outputs/predict/p1/leak.jsonl", "secret", "outputs/predict/\x00", "outputs/predict/p2"]  # fmt: skip
     for path in refused:
         with pytest.raises(PathRefused):
             open_run(roots, path)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli, the_error_line
+from conftest import DIALOGSUM, ROOT, assert_one_line_error, run_cli, the_error_line
 
 from sumlab import compare as compare_cli
 from sumlab.analysis.compare import compare_runs
+from sumlab.analysis.explore import length_stats
 from sumlab.analysis.runs import load_run
 from sumlab.core.stats import bootstrap_mean, paired_bootstrap
 from sumlab.text.rouge import score_corpus
@@ -193,3 +194,19 @@ def test_make_compare_target_runs_the_cli(tmp_path: Path) -> None:
                            f"ARGS=--out {tmp_path} --top 1"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "compare.json").read_text())["examples"] == 40
+
+
+@pytest.mark.skipif(not (DIALOGSUM / "test.jsonl").is_file(), reason="needs ../shared/data/dialogsum")
+def test_compare_on_dialogsum_test_with_three_references(tmp_path: Path) -> None:
+    lines = (DIALOGSUM / "test.jsonl").read_text(encoding="utf-8").splitlines()[:100]
+    rows = [json.loads(line) for line in lines]
+    base = [{"id": r["id"], "prediction": r["dialogue"].splitlines()[0], "references": r["references"],
+             "text": r["dialogue"]} for r in rows]  # fmt: skip
+    oracle = [{**b, "prediction": r["references"][0]} for b, r in zip(base, rows, strict=True)]  # a human summary
+    a, b = prediction_dir(tmp_path / "first_turn", base), prediction_dir(tmp_path / "human", oracle)
+    comparison = compare_runs([load_run(a), load_run(b)], top=1)
+    key = comparison.pairs[0].key("rouge_combined")
+    assert key.significant and key.low > 0.1 and comparison.examples == 100
+    expected = score_corpus([r["prediction"] for r in oracle], [r["references"] for r in rows])["rouge_combined"]
+    assert key.mean == pytest.approx(expected)  # mean over the three references, as metrics.multi_reference=mean
+    assert length_stats(load_run(a))["input/reference"]["p50"] > 3  # dialogues are several times their summaries

@@ -80,9 +80,8 @@ def list_runs(roots: Roots) -> list[RunSummary]:
             if real in seen or any(part.startswith(".") for part in metrics.relative_to(root).parts):
                 continue
             seen.add(real)
-            try:
-                roots.resolve(metrics.parent)  # a symlinked directory leading out of the roots is not listed
-                found.append(_summary(load_run(metrics.parent), str(metrics.parent)))
+            try:  # a run symlinked out of the roots is not listed
+                found.append(_summary(open_run(roots, metrics.parent), str(metrics.parent)))
             except (SumlabError, OSError, ValueError, TypeError, KeyError):  # a damaged or foreign directory
                 continue
     return sorted(found, key=_rank)
@@ -94,9 +93,14 @@ def _rank(summary: RunSummary) -> tuple[bool, float, str]:
     return (summary.kind != "train", value, summary.path)
 
 
-def open_run(roots: Roots, path: str) -> Run:
-    """The run at ``path`` (inside the roots, else PathRefused; not a run: SumlabError)."""
-    return load_run(roots.resolve(path))
+def open_run(roots: Roots, path: str | Path) -> Run:
+    """The run at ``path`` (inside the roots, else PathRefused; not a run: SumlabError). Its metrics.json and
+    predictions file must lie inside the roots too (a symlink leading out is refused)."""
+    run = load_run(roots.resolve(path))
+    for file in (run.path / METRICS, run.predictions):
+        if file is not None:
+            roots.resolve(file)
+    return run
 
 
 # --- one run's examples --------------------------------------------------------------------------------------------
