@@ -13,10 +13,10 @@ import order:
   matches, for HTML marks.
 - ``compare``: ``compare_runs([a, b, ...])`` -> ``Comparison`` (paired bootstrap per ROUGE key, wins/ties/losses,
   the examples that changed most); ``python -m sumlab.compare`` prints and writes it.
-- ``explore``: what the page shows: ``list_runs(roots)``, ``examples_page``, ``example_view``, ``length_stats``,
-  ``side_by_side``.
+- ``explore``: what the page shows: ``list_runs(roots)``, ``open_run(roots, path)`` (the one way in for a path
+  from a request), ``examples_page``, ``example_view``, ``length_stats``, ``side_by_side``.
 
-Every function returns frozen dataclasses with ``as_dict()`` (plain JSON-able data) and raises SumlabError
-(one line naming the problem and the fix) on bad input. Nothing here writes outside a run directory; the only file
-written is the per-example score cache.
+Results are frozen dataclasses with ``as_dict()`` (plain JSON-able data) or plain dicts; bad input raises
+SumlabError (one line naming the problem and the fix; a server answers it with a 4xx). The only file written is the
+per-example score cache, beside the predictions.
 """
