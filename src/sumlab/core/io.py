@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,22 @@ PACKAGES = (
 )
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it the only way POSIX offers: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new directory under ``parent`` to fill and then rename into place, with the permissions a plain mkdir
+    gives (mkdtemp's are 0700: a teammate could not read a cache or conversion built this way)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[TextIO]:
     """A text file written under a temporary name beside ``path`` and renamed to it when the block ends without an
@@ -39,6 +56,7 @@ def atomic_file(path: Path) -> Iterator[TextIO]:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from the rest of a team
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

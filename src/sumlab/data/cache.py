@@ -21,7 +21,6 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +32,7 @@ from datasets.fingerprint import Hasher
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
+from sumlab.core.io import temp_dir
 from sumlab.data.sources import normalize, not_writable, reference_columns, release_memory, source_of, split_path
 
 FORMAT = 2  # bump when the layout of the tokenized columns (or meta.json) changes
@@ -153,7 +153,7 @@ class TokenizedCache:
 
     def _build_into(self, raw: datasets.Dataset, split: str, path: Path) -> None:
         try:
-            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+            tmp = temp_dir(self.root, ".tmp-")
         except OSError as ex:
             raise not_writable(self.root) from ex
         started = time.perf_counter()
