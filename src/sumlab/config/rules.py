@@ -71,6 +71,9 @@ def check_metrics(metrics: Any) -> None:
     """The metrics group's scorer keys (training and predict.py; predict's tokenizer may be null: the run's)."""
     if metrics.tokenizer is not None and metrics.tokenizer not in TOKENIZERS:
         raise SumlabError(f"metrics.tokenizer={metrics.tokenizer} is unknown: use one of {list(TOKENIZERS)}")
+    for token in metrics.remove_tokens or ():
+        if not isinstance(token, str) or not token:  # "" would put a space between every two characters
+            raise SumlabError(f"metrics.remove_tokens holds {token!r}: list non-empty strings, e.g. ['<usr>', '</s>']")
     if metrics.multi_reference not in MULTI_REFERENCE:
         raise SumlabError(
             f"metrics.multi_reference={metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}"

@@ -204,7 +204,11 @@ class TrainerConfig:
 
 @dataclass
 class MetricsConfig:
-    tokenizer: str = "default"  # ROUGE words: default (Unicode words), whitespace, or kiwi (Korean morphemes)
+    # ROUGE words: default (Unicode words), whitespace, kiwi (Korean morphemes), or rouge_pkg: the `rouge` package's
+    # whole scorer (spaces only, case kept, distinct n-grams), as the Korean competition's baseline scores
+    tokenizer: str = "default"
+    # replaced by a space in predictions and references before scoring (the baseline's [<usr>, <s>, </s>, <pad>])
+    remove_tokens: list[str] = field(default_factory=list)
     monitor: str = "val/rouge_combined"  # the metric that picks the best checkpoint and early stopping
     mode: str = "max"  # max or min: whether a higher monitor is better (checkpoints, early stopping, leaderboard)
     # several references per example: mean (the competition's rule) or max of each ROUGE F1
