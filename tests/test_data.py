@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from conftest import compose_config
+from conftest import TINY_RUN, compose_config, train_in_process
 from omegaconf import OmegaConf
 
 from sumlab.config.schema import DataConfig
@@ -312,3 +312,21 @@ def test_train_file_list_in_the_config(tmp_path: Path) -> None:
     assert sources.split_paths(cfg.data, "train") == [Path("a.csv"), Path("b.jsonl")]
     with pytest.raises(SumlabError, match=r"data\.train_file=\[\] is not a file"):
         validate(compose_config(["data=files", "data.train_file=[]"], run_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_training_on_the_original_and_an_augmented_file(tmp_path: Path) -> None:
+    from sumlab.data import synthetic
+
+    original = synthetic.generate_split("train", 24, 0)
+    provenance = {"method": "paraphrase", "model": "SmolLM2"}
+    augmented = [{**row, "id": f"{row['id']}#aug1", "dialogue": row["dialogue"].replace(".", " !"),
+                  "source_id": row["id"], **provenance} for row in original[:12]]  # fmt: skip
+    write_jsonl(tmp_path / "train.jsonl", original)
+    write_jsonl(tmp_path / "augmented.jsonl", augmented)
+    write_jsonl(tmp_path / "dev.jsonl", synthetic.generate_split("validation", 6, 0))
+    files = ["data=files", "data.name=two_files", f"data.dir={tmp_path}", "data.validation_file=dev.jsonl",
+             "data.train_file=[train.jsonl,augmented.jsonl]", "test=false", "export=false"]  # fmt: skip
+    _, cfg = train_in_process([*TINY_RUN, *files], tmp_path / "run")
+    (cache,) = Path(cfg.paths.cache_dir, "data").glob("two_files-train-*")
+    assert json.loads((cache / "meta.json").read_text())["rows"] == 36  # both files, provenance left out

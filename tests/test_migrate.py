@@ -201,12 +201,14 @@ def test_wandb_grid_sweep_with_nested_parameters(conf: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "needle"),
     [
-        ({"batch_size": 8}, "batch_size is ambiguous (training.batch_size or generation.batch_size?)"),
+        ({"batch_size": 8}, "batch_size is ambiguous (training.batch_size or inference.batch_size?)"),
         ({"general": {"seed": 1}, "training": {"seed": 2}}, "general.seed=1 and training.seed=2 set the same thing"),
         ({"model_name": "someone/unknown-model"}, "cannot tell which kind of model someone/unknown-model is"),
         ({"training": {"warmup_ratio": 1.5}}, "does not validate: optim.warmup_ratio=1.5 must be in [0, 1)"),
+        ({"training": {"num_train_epochs": "many"}}, "a value has the wrong type (could not convert string"),
+        ({"training": {"num_beams": "four"}}, "does not compose"),
     ],
-    ids=["ambiguous-name", "two-values", "unknown-model", "invalid-value"],
+    ids=["ambiguous-name", "two-values", "unknown-model", "invalid-value", "wrong-type", "not-composing"],
 )
 def test_refusals_are_one_line_and_write_nothing(
     conf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], old: dict, needle: str

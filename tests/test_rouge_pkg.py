@@ -207,3 +207,18 @@ def test_config_takes_the_scorer_and_refuses_an_empty_token(tmp_path: Path) -> N
     assert list(cfg.metrics.remove_tokens) == ["<usr>", "</s>"]
     with pytest.raises(SumlabError, match=r"metrics\.remove_tokens"):
         validate(compose_config(["metrics.remove_tokens=['']"], run_dir=tmp_path))
+
+
+def test_predict_scores_with_the_runs_remove_tokens_unless_given() -> None:
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from sumlab.predict.runner import rouge_remove
+
+    loaded = SimpleNamespace(rouge_remove=["<usr>"])  # the training run's metrics.remove_tokens
+    assert rouge_remove(OmegaConf.create({"metrics": {"remove_tokens": None}}), loaded) == ["<usr>"]
+    assert rouge_remove(OmegaConf.create({"metrics": {"remove_tokens": []}}), loaded) == []
+    assert (
+        rouge_remove(OmegaConf.create({"metrics": {"remove_tokens": None}}), SimpleNamespace(rouge_remove=None)) == []
+    )

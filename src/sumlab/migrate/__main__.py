@@ -40,7 +40,7 @@ def read_old(path: Path) -> dict[str, Any]:
     except OSError as ex:
         raise SumlabError(f"cannot read {path}: {ex.strerror}") from None
     try:
-        old = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        old = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as ex:
         mark = getattr(ex, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -70,7 +70,10 @@ def migrate(old_path: Path, name: Optional[str], force: bool, conf_dir: Path) ->
         raise SumlabError(f"--name {name!r} is not a preset name: use letters, digits, _ and -")
     group = "sweeper" if sweep else "experiment"
     conf.refuse_existing(group, name, force)
-    plan = migrate_sweep(old, name, str(old_path)) if sweep else migrate_config(old, conf, name, str(old_path))
+    try:
+        plan = migrate_sweep(old, name, str(old_path)) if sweep else migrate_config(old, conf, name, str(old_path))
+    except (TypeError, ValueError) as ex:  # int("abc"), a list where a number belongs: the value names itself
+        raise SumlabError(f"{old_path}: a value has the wrong type ({ex}): fix it and migrate again") from None
     text = plan.render()
     conf.check(plan, text)
     path = conf.write(plan, text)

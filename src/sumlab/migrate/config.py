@@ -45,7 +45,7 @@ def migrate_config(old: dict[str, Any], conf: Conf, name: str, origin: str) -> P
     _length(found, plan)
     _schedule(found, plan, base)
     _validation(found, plan)
-    _generation(found, plan, _family(plan, base))
+    _generation(found, plan, str(enum_value(base.model.family)))
     _metrics(found, plan)
     _training_extras(found, plan, base)
     for key, (target, note) in SIMPLE.items():
@@ -201,10 +201,6 @@ def _adapters(found: Found, plan: Plan) -> None:
         plan.set("qlora.compute_dtype", str(dtype.value).removeprefix("torch."), dtype.path)
 
 
-def _family(plan: Plan, base: DictConfig) -> str:
-    return str(enum_value(base.model.family))
-
-
 # --- values that sumlab counts differently -----------------------------------------------------------------------
 
 
@@ -288,9 +284,9 @@ def _total_steps(found: Found, plan: Plan, base: DictConfig) -> tuple[Optional[i
     accumulation = int(found.peek("gradient_accumulation_steps", 1))
     epochs_entry = plan.values.get(("trainer", "max_epochs"))
     epochs = int(epochs_entry.value) if epochs_entry else int(base.trainer.max_epochs)
-    per_epoch = max(math.ceil(rows / batch) // accumulation, 1)
-    return per_epoch * epochs, f"{rows} rows of {path.name}, batch {batch}, accumulation {accumulation}, " \
-                               f"{epochs} epochs, one device"  # fmt: skip
+    per_epoch = max(math.ceil(rows / batch) // accumulation, 1)  # HF's count: whole accumulations per epoch
+    how = f"{rows} rows of {path.name}, batch {batch}, accumulation {accumulation}, {epochs} epochs, one device"
+    return per_epoch * epochs, how
 
 
 def _validation(found: Found, plan: Plan) -> None:

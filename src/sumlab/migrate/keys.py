@@ -200,7 +200,7 @@ def canonical(path: tuple[str, ...]) -> str:
         if section in meanings:
             return meanings[section]
         if section is None and len(meanings) > 1:
-            where = " or ".join(f"{s}.{name}" for s in meanings)
+            where = " or ".join(f"{'inference' if s == 'generation' else s}.{name}" for s in meanings)
             raise SumlabError(
                 f"{'.'.join(path)} is ambiguous ({where}?): put it under the section it belongs to and migrate again"
             )
