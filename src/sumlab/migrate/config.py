@@ -149,18 +149,17 @@ def _tags(leaf: Leaf, plan: Plan) -> None:
 
 
 def _logger(found: Found, plan: Plan) -> None:
+    """report_to -> logger presets; the wandb section -> logger.wandb.* (only where wandb is one of them)."""
     report = found.take("report_to")
     wandb_keys = [k for k in found.names() if k.startswith("wandb_")]
-    names = ([report.value] if isinstance(report.value, str) else list(report.value or [])) if report else []
-    names = [str(n).lower() for n in names] or (["wandb"] if wandb_keys and report is None else [])
+    names = _report_names(report, bool(wandb_keys))
     loggers = [n for n in names if n in LOGGERS]
-    if report and [n for n in names if n not in (*LOGGERS, "none")]:
+    if report and not set(names) <= {*LOGGERS, "none"}:
         plan.skip(report, f"sumlab's logger presets are {', '.join(LOGGERS)}; the others have no preset")
     if loggers and loggers != ["csv"]:
-        source = report.path if report else "the wandb section"
-        plan.use("/logger", loggers[0] if len(loggers) == 1 else loggers, source,
-                 "wandb's API key comes from `wandb login` or WANDB_API_KEY, never from a config" if "wandb" in loggers
-                 else "")  # fmt: skip
+        note = "wandb's API key comes from `wandb login` or WANDB_API_KEY, never from a config"
+        plan.use("/logger", loggers[0] if len(loggers) == 1 else loggers, report.path if report else "the wandb "
+                 "section", note if "wandb" in loggers else "")  # fmt: skip
     elif report and set(names) <= {"none", "csv"}:
         plan.keep(report, "sumlab keeps a CSV log (logger=csv) and metrics.json in the run directory")
     if "wandb" not in loggers:
@@ -171,6 +170,14 @@ def _logger(found: Found, plan: Plan) -> None:
             plan.set("logger.wandb.offline", True, mode.path)
         else:
             plan.set("logger.wandb.mode", mode.value, mode.path, "passed to wandb.init")
+
+
+def _report_names(report: Optional[Leaf], wandb_section: bool) -> list[str]:
+    """HF's report_to as lower-case names; without it, a wandb section means wandb."""
+    if report is None:
+        return ["wandb"] if wandb_section else []
+    values = [report.value] if isinstance(report.value, str) else list(report.value or [])
+    return [str(v).lower() for v in values]
 
 
 def _adapters(found: Found, plan: Plan) -> None:
