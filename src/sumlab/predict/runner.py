@@ -52,6 +52,7 @@ class Job:
     choice: engines.Choice
     precision: str
     rouge_tokenizer: str
+    rouge_remove: list[str]  # metrics.remove_tokens, else the training run's
 
 
 @guarded
@@ -128,7 +129,8 @@ def prepare(cfg: DictConfig, is_zero: bool) -> Job:
     meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
     writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
     todo = remaining(rows, writer.read_shards(out))
-    return Job(out, loaded, family, rows, todo, generation_config, choice, precision, rouge_tokenizer(cfg, loaded))
+    return Job(out, loaded, family, rows, todo, generation_config, choice, precision, rouge_tokenizer(cfg, loaded),
+               rouge_remove(cfg, loaded))  # fmt: skip
 
 
 def load_rows(cfg: DictConfig) -> datasets.Dataset:
@@ -166,6 +168,13 @@ def rouge_tokenizer(cfg: DictConfig, loaded: LoadedModel) -> str:
     """metrics.tokenizer, else the training run's own (if a real one: a damaged config falls back), else default."""
     run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in TOKENIZERS else None
     return cfg.metrics.tokenizer or run_tokenizer or "default"
+
+
+def rouge_remove(cfg: DictConfig, loaded: LoadedModel) -> list[str]:
+    """metrics.remove_tokens, else the training run's, else none."""
+    if cfg.metrics.remove_tokens is not None:
+        return list(cfg.metrics.remove_tokens)
+    return loaded.rouge_remove or []
 
 
 def data_identity(cfg: DictConfig, rows: datasets.Dataset, digest_of_rows: str) -> dict[str, Any]:
@@ -229,8 +238,10 @@ def finish(cfg: DictConfig, job: Job, module: PredictModule, world_size: int, st
     )
     if all(r is not None for r in references):
         metrics["rouge_tokenizer"] = job.rouge_tokenizer
+        if job.rouge_remove:
+            metrics["rouge_remove_tokens"] = job.rouge_remove
         metrics["rouge"] = score_corpus([r["prediction"] for r in merged], references, job.rouge_tokenizer,
-                                        cfg.metrics.multi_reference)  # fmt: skip
+                                        cfg.metrics.multi_reference, job.rouge_remove)  # fmt: skip
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["versions"] = versions()
     write_json(job.out / writer.METRICS, metrics)

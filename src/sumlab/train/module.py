@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import lightning.pytorch as L
@@ -39,6 +40,7 @@ class SummarizationModule(L.LightningModule):
         mode: str = "max",
         multi_reference: str = "mean",
         compile: bool = False,
+        rouge_remove: Sequence[str] = (),
     ) -> None:
         super().__init__()
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: fine-tuning a hub
@@ -49,7 +51,9 @@ class SummarizationModule(L.LightningModule):
         self.generation_config = generation_config
         self.optim = optim
         self.monitor, self.mode = monitor, mode
-        self.rouge = torch.nn.ModuleDict({s: RougeMetric(rouge_tokenizer, multi_reference) for s in STAGES})
+        self.rouge = torch.nn.ModuleDict(
+            {s: RougeMetric(rouge_tokenizer, multi_reference, rouge_remove) for s in STAGES}
+        )
         # the loss kept next to ROUGE, so every metric that metrics.monitor may name is in the history
         self.eval_loss = torch.nn.ModuleDict({s: MeanMetric() for s in STAGES})
         self.val_history: list[dict[str, float]] = []  # every validation's metrics, kept in checkpoints

@@ -70,7 +70,7 @@ def build_module(
     module = SummarizationModule(
         model, tokenizer, family, model.generation_config, optim, rouge_tokenizer=cfg.metrics.tokenizer,
         monitor=cfg.metrics.monitor, mode=cfg.metrics.mode, multi_reference=cfg.metrics.multi_reference,
-        compile=cfg.model.compile,
+        compile=cfg.model.compile, rouge_remove=cfg.metrics.remove_tokens,
     )  # fmt: skip
     return module, SummarizationDataModule(cfg.data, family, splits, cfg.paths.cache_dir, seed=cfg.seed), added
 
