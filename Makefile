@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict bench-predict bench-memory bench-data bench-train bench-mbr
+.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate bench-predict bench-memory bench-data bench-train bench-mbr
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -61,6 +61,12 @@ sweep:  ## Optuna sweep: make sweep [SWEEP=model_comparison_sweep] [WORKERS=4] [
 	  pids="$$pids $$!"; \
 	done; \
 	status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
+
+compare:  ## is B better than A, or noise? paired bootstrap per ROUGE key: make compare A=<run or predict dir> B=<...> [C=<...>] [ARGS="--top 20"]
+	$(PY) -m sumlab.compare $(A) $(B) $(C) $(ARGS)
+
+migrate:  ## an old YAML config or wandb sweep file -> conf/experiment or conf/sweeper: make migrate OLD=old/config.yaml [ARGS="--name NAME --force"]
+	$(PY) -m sumlab.migrate $(OLD) $(ARGS)
 
 results:  ## one leaderboard (CSV + Markdown, best first) over every run and sweep under outputs/ and multirun/
 	$(PY) -m sumlab.sweep.results $(ROOTS)

@@ -102,6 +102,17 @@ def test_korean_candidates_use_the_run_tokenizer() -> None:
     assert kiwi.expected == pytest.approx(reference_expected(candidates, "rougeL", "kiwi"), abs=1e-9)
 
 
+def test_selector_reads_the_texts_as_rouge_does() -> None:
+    from sumlab.generation.selection import Pooled, Selector
+
+    pool = [Pooled("a", 0, "x <usr> y"), Pooled("a", 1, "x y"), Pooled("b", 0, "x y z")]
+    # "<usr>" is a word of the first: F1 0.8 against "x y", 2/3 against "x y z"
+    want = [(1 + 0.8 + 2 / 3) / 3, (0.8 + 1 + 0.8) / 3, (2 / 3 + 0.8 + 1) / 3]
+    assert Selector("rouge1", "whitespace")(pool) == (1, pytest.approx(want))
+    picked, removed = Selector("rouge1", "whitespace", remove=["<usr>"])(pool)  # metrics.remove_tokens
+    assert picked == 0 and removed[0] == removed[1]  # the first two read alike: the tie goes to the first
+
+
 # --- configuration ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "decoding").glob("*.yaml")))
 def test_decoding_presets_compose_and_validate(preset: str, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ settings and time, how often the first file's summary was replaced; with --refer
 and of each input file).
 
 Options: [--utility rouge1|rouge2|rougeL|rouge_combined] [--tokenizer default|whitespace|kiwi] [--weights 1,2,..]
-[--references FILE [--ref-column NAME] [--multi-reference mean|max]] [--id-header fname] [--summary-header summary]
-[--overwrite]
+[--references FILE [--ref-column NAME] [--multi-reference mean|max]] [--remove-tokens TOKEN ...]
+[--id-header fname] [--summary-header summary] [--overwrite]
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--references", type=Path, help="gold summaries (.jsonl/.csv with the same ids): ROUGE in metrics")
     ap.add_argument("--ref-column", help=f"references field (default: first of {', '.join(REFERENCE_FIELDS)})")
     ap.add_argument("--multi-reference", choices=MULTI_REFERENCE, default="mean")
+    ap.add_argument("--remove-tokens", nargs="+", default=[], metavar="TOKEN",
+                    help="replaced by a space before the utility and ROUGE (e.g. '<usr>' '</s>')")  # fmt: skip
     ap.add_argument("--id-header", default="fname", help="the CSV's id column (inputs: this, else id or fname)")
     ap.add_argument("--summary-header", default="summary",
                     help="the CSV's summary column (inputs: this, else prediction or summary)")  # fmt: skip
@@ -180,7 +182,7 @@ def ensemble(args: argparse.Namespace) -> dict[str, Any]:
     """Read and check every input first; then candidates.jsonl, metrics.json and the predictions (last)."""
     ids, predictions, references = load_inputs(args)
     labels, weights = [str(f) for f in args.files], weights_of(args)
-    selector = Selector(args.utility, args.tokenizer, weights)
+    selector = Selector(args.utility, args.tokenizer, weights, args.remove_tokens)
     started = time.perf_counter()
     rows = select(args.out, labels, ids, predictions, selector)
     metrics: dict[str, Any] = {"files": labels, "weights": weights, "examples": len(ids), **selector.summary(),
@@ -189,7 +191,7 @@ def ensemble(args: argparse.Namespace) -> dict[str, Any]:
         for row, reference in zip(rows, references, strict=True):
             row["reference"] = reference
         members = {label: [p[i] for i in ids] for label, p in zip(labels, predictions, strict=True)}
-        scores = {key: score_corpus(texts, references, args.tokenizer, args.multi_reference)
+        scores = {key: score_corpus(texts, references, args.tokenizer, args.multi_reference, args.remove_tokens)
                   for key, texts in {"ensemble": [r["prediction"] for r in rows], **members}.items()}  # fmt: skip
         metrics.update(rouge_tokenizer=args.tokenizer, rouge=scores.pop("ensemble"), members=scores)
     write_json(args.out / "metrics.json", metrics)

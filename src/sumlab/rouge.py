@@ -1,7 +1,8 @@
 """`python -m sumlab.rouge PREDICTIONS REFERENCES`: corpus ROUGE of two files (the scorer is sumlab.text.rouge).
 
-Options: [--tokenizer default|whitespace|kiwi] [--column NAME] [--ref-column NAME] [--multi-reference mean|max]
-(a JSONL --ref-column may hold a list of references per row: DialogSum test's `references`).
+Options: [--tokenizer default|whitespace|kiwi|rouge_pkg] [--column NAME] [--ref-column NAME]
+[--multi-reference mean|max] [--remove-tokens TOKEN ...] (a JSONL --ref-column may hold a list of references per row:
+DialogSum test's `references`). The Korean competition's way: --tokenizer rouge_pkg --remove-tokens '<usr>' '<s>' ...
 """
 
 from __future__ import annotations
@@ -118,7 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("predictions", type=Path, help="model outputs")
     parser.add_argument("references", type=Path, help="gold summaries, same order")
-    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="default")
+    parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default="default",
+        help="default (Unicode words, stemmed English), whitespace, kiwi (Korean morphemes) or rouge_pkg (the `rouge` "
+        "package's scorer, as the Korean competition's baseline)",
+    )
     parser.add_argument("--column", help=f"predictions field (default: first of {', '.join(_PREDICTION_COLUMNS)})")
     parser.add_argument(
         "--ref-column",
@@ -130,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=MULTI_REFERENCE,
         default="mean",
         help="several references per example: mean (default) or max of each F1 over them",
+    )
+    parser.add_argument(
+        "--remove-tokens",
+        nargs="+",
+        default=[],
+        metavar="TOKEN",
+        help="replace each of these by a space in both files first (e.g. '<usr>' '<s>' '</s>' '<pad>')",
     )
     args = parser.parse_args(argv)
     try:
@@ -147,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.references}: rows hold different numbers of references ({sorted(counts)}); "
                 "give every row the same number"
             )
-        scores = score_corpus(predictions, references, args.tokenizer, args.multi_reference)
+        scores = score_corpus(predictions, references, args.tokenizer, args.multi_reference, args.remove_tokens)
     except (_InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -41,7 +41,9 @@ class PredictModelConfig:
 
 @dataclass
 class PredictMetricsConfig:
-    tokenizer: Optional[str] = None  # ROUGE words: default, whitespace or kiwi; null: the training run's, else default
+    # ROUGE words: default, whitespace, kiwi or rouge_pkg; null: the training run's, else default
+    tokenizer: Optional[str] = None
+    remove_tokens: Optional[list[str]] = None  # replaced by a space before scoring; null: the training run's, else none
     # with data.reference_columns: mean or max of each ROUGE F1 over an example's references
     multi_reference: str = "mean"
 

@@ -73,6 +73,9 @@ def check_metrics(metrics: Any) -> None:
     """The metrics group's scorer keys (training and predict.py; predict's tokenizer may be null: the run's)."""
     if metrics.tokenizer is not None and metrics.tokenizer not in TOKENIZERS:
         raise SumlabError(f"metrics.tokenizer={metrics.tokenizer} is unknown: use one of {list(TOKENIZERS)}")
+    for token in metrics.remove_tokens or ():
+        if not isinstance(token, str) or not token:  # "" would put a space between every two characters
+            raise SumlabError(f"metrics.remove_tokens holds {token!r}: list non-empty strings, e.g. ['<usr>', '</s>']")
     if metrics.multi_reference not in MULTI_REFERENCE:
         raise SumlabError(
             f"metrics.multi_reference={metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}"
@@ -99,6 +102,11 @@ def check_data(data: DictConfig) -> None:
     """The data group's rules (training and predict.py)."""
     if data.source not in DATA_SOURCES:
         raise SumlabError(f"data.source={data.source} is unknown: use one of {list(DATA_SOURCES)}")
+    files = data.get("train_file")
+    if not (files is None or isinstance(files, str) or _paths(files)):
+        raise SumlabError(
+            f"data.train_file={files} is not a file: give a path, or a list of paths (original + augmented files)"
+        )
     for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
         if data[key] < 1:
             raise SumlabError(f"data.{key}={data[key]} must be at least 1")
@@ -112,6 +120,10 @@ def check_data(data: DictConfig) -> None:
         raise SumlabError("data.streaming=true needs files or a hub dataset: the synthetic set is generated in memory")
     if data.streaming and data.max_tokens is not None:
         raise SumlabError("data.max_tokens needs every length before training: not available with data.streaming=true")
+
+
+def _paths(value: Any) -> bool:
+    return OmegaConf.is_list(value) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
 
 
 def check_generation(gen: DictConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -10,7 +12,6 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path, PurePath
 from typing import Any, Optional, TextIO
@@ -30,17 +31,42 @@ PACKAGES = (
 )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it the only way POSIX offers: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new directory under ``parent`` to fill and then rename into place, with the permissions a plain mkdir
+    gives (mkdtemp's are 0700: a teammate could not read a cache or conversion built this way)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name beside ``path`` and renamed to it when the block ends without an
+    error (else removed): a reader never sees half a file, and a large one is streamed, not built in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from the rest of a team
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -98,18 +124,3 @@ def git_commit(root: str) -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name beside ``path`` and renamed to it when the block ends without an
-    error (else removed): a reader never sees half a file, and a large one is streamed, not built in memory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

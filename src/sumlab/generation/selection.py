@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from sumlab.core.errors import SumlabError
 from sumlab.text.mbr import select_tokens
-from sumlab.text.rouge import tokenize
+from sumlab.text.rouge import remove_tokens, tokenize
 
 CANDIDATES = "candidates.jsonl"
 
@@ -44,8 +44,9 @@ class Pooled:
 class Selector:
     """MBR over pools, timed: tokenizing apart from the selection itself (the utility matrix and the pick)."""
 
-    def __init__(self, utility: str, tokenizer: str, weights: Optional[dict[str, float]] = None) -> None:
-        self.utility, self.tokenizer, self.weights = utility, tokenizer, weights
+    def __init__(self, utility: str, tokenizer: str, weights: Optional[dict[str, float]] = None,
+                 remove: Sequence[str] = ()) -> None:  # fmt: skip
+        self.utility, self.tokenizer, self.weights, self.remove = utility, tokenizer, weights, list(remove)
         self.inputs = self.candidates = self.changed = 0
         self.tokenize_seconds = self.select_seconds = 0.0
 
@@ -55,7 +56,7 @@ class Selector:
         tokens: dict[str, list[str]] = {}
         for c in pool:  # identical candidates (frequent among beams and samples) are tokenized once
             if c.text not in tokens:
-                tokens[c.text] = tokenize(c.text, self.tokenizer)
+                tokens[c.text] = tokenize(remove_tokens(c.text, self.remove), self.tokenizer)
         tokenized = time.perf_counter()
         weights = None if self.weights is None else [self.weights[c.model] for c in pool]
         selection = select_tokens([tokens[c.text] for c in pool], self.utility, weights)
@@ -72,6 +73,7 @@ class Selector:
         return {
             "utility": self.utility,
             "utility_tokenizer": self.tokenizer,
+            **({"utility_remove_tokens": self.remove} if self.remove else {}),
             "candidates_per_input": round(self.candidates / self.inputs, 3) if self.inputs else 0,
             "changed_share": round(self.changed / self.inputs, 4) if self.inputs else 0.0,
             "tokenize_seconds": round(self.tokenize_seconds, 3),

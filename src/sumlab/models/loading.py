@@ -40,6 +40,7 @@ class LoadedModel:
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
+    rouge_remove: Optional[list[str]] = None  # the training run's metrics.remove_tokens, when known
 
 
 def _run_config(run_dir: Path) -> Optional[DictConfig]:
@@ -61,6 +62,14 @@ def _select(cfg: Optional[DictConfig], key: str) -> Any:
         return OmegaConf.select(cfg, key, default=None)
     except Exception:  # an interpolation that only resolves inside the training job
         return None
+
+
+def _string_list(value: Any) -> Optional[list[str]]:
+    """A list of strings from a run config, else None (a damaged value falls back like a missing one)."""
+    if OmegaConf.is_list(value) or isinstance(value, list):
+        items = list(value)
+        return items if all(isinstance(v, str) for v in items) else None
+    return None
 
 
 def _weights_identity(directory: Path) -> dict[str, str]:
@@ -176,6 +185,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
         safe_precisions=safe_precisions(model_type, _select(run_cfg, "model.safe_precisions")),
         home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
+        rouge_remove=_string_list(_select(run_cfg, "metrics.remove_tokens")),
     )  # fmt: skip
 
 

@@ -55,6 +55,7 @@ class Job:
     choice: engines.Choice
     precision: str
     rouge_tokenizer: str
+    rouge_remove: list[str]  # metrics.remove_tokens, else the training run's
 
 
 @guarded
@@ -140,7 +141,8 @@ def prepare(cfg: DictConfig, is_zero: bool) -> Job:
     meta["fingerprint"] = digest(meta["model"], meta["data"], meta["generation"])
     writer.prepare(out, meta, bool(cfg.output.overwrite), is_zero)
     todo = remaining(rows, writer.done_ids(out))
-    return Job(out, loaded, family, rows, todo, generation_config, choice, precision, rouge_tokenizer(cfg, loaded))
+    return Job(out, loaded, family, rows, todo, generation_config, choice, precision, rouge_tokenizer(cfg, loaded),
+               rouge_remove(cfg, loaded))  # fmt: skip
 
 
 def load_rows(cfg: DictConfig) -> datasets.Dataset:
@@ -178,6 +180,13 @@ def rouge_tokenizer(cfg: DictConfig, loaded: LoadedModel) -> str:
     """metrics.tokenizer, else the training run's own (if a real one: a damaged config falls back), else default."""
     run_tokenizer = loaded.rouge_tokenizer if loaded.rouge_tokenizer in TOKENIZERS else None
     return cfg.metrics.tokenizer or run_tokenizer or "default"
+
+
+def rouge_remove(cfg: DictConfig, loaded: LoadedModel) -> list[str]:
+    """metrics.remove_tokens, else the training run's, else none."""
+    if cfg.metrics.remove_tokens is not None:
+        return list(cfg.metrics.remove_tokens)
+    return loaded.rouge_remove or []
 
 
 def data_identity(cfg: DictConfig, rows: datasets.Dataset, digest_of_rows: str) -> dict[str, Any]:
@@ -235,7 +244,7 @@ def finish(cfg: DictConfig, job: Job, module: PredictModule, world_size: int, st
     ).to_list()
     merged = writer.merge(job.out, examples)
     metrics = run_metrics(cfg, job, module, merged, world_size)
-    metrics.update(score(cfg, examples, merged, job.rouge_tokenizer))
+    metrics.update(score(cfg, examples, merged, job.rouge_tokenizer, job.rouge_remove))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["versions"] = versions()
     write_json(job.out / writer.METRICS, metrics)
@@ -244,8 +253,8 @@ def finish(cfg: DictConfig, job: Job, module: PredictModule, world_size: int, st
     return metrics
 
 
-def score(cfg: DictConfig, examples: list[dict[str, Any]], merged: list[dict[str, Any]],
-          tokenizer: str) -> dict[str, Any]:  # fmt: skip
+def score(cfg: DictConfig, examples: list[dict[str, Any]], merged: list[dict[str, Any]], tokenizer: str,
+          remove: list[str]) -> dict[str, Any]:  # fmt: skip
     """ROUGE of the merged predictions where every example has a reference; else nothing."""
     # data.reference_columns: every reference of an example, else the summary column's one
     references = (
@@ -253,8 +262,8 @@ def score(cfg: DictConfig, examples: list[dict[str, Any]], merged: list[dict[str
     )
     if not all(r is not None for r in references):
         return {}
-    rouge = score_corpus([r["prediction"] for r in merged], references, tokenizer, cfg.metrics.multi_reference)
-    return {"rouge_tokenizer": tokenizer, "rouge": rouge}
+    rouge = score_corpus([r["prediction"] for r in merged], references, tokenizer, cfg.metrics.multi_reference, remove)
+    return {"rouge_tokenizer": tokenizer, **({"rouge_remove_tokens": remove} if remove else {}), "rouge": rouge}
 
 
 def _rate(count: float, seconds: float, digits: int) -> Optional[float]:
@@ -326,12 +335,12 @@ def run_candidates(cfg: DictConfig, is_zero: bool, started: float) -> dict[str, 
     mbr.check_output(out, bool(cfg.output.overwrite), is_zero)
     if cfg.decoding.select_only:
         return select_again(cfg, out, is_zero, started) if is_zero else {}
-    stages, tokenizers, examples = [], [], []
+    stages, scoring, examples = [], [], []
     for label, stage in zip(mbr.labels(cfg), mbr.stage_configs(cfg, out), strict=True):
         job = prepare(stage, is_zero)
         module, world_size = generate(stage, job, mbr.CandidateModule)
         stages.append(mbr.stage_info(label, Path(stage.output.dir), job, module, world_size))
-        tokenizers.append(job.rouge_tokenizer)
+        scoring.append((job.rouge_tokenizer, job.rouge_remove))
         if is_zero and not examples:
             examples = job.rows.select_columns([c for c in EXAMPLE_COLUMNS if c in job.rows.column_names]).to_list()
         job.loaded.model = job = module = None  # the next model loads only once this one is released
@@ -339,8 +348,8 @@ def run_candidates(cfg: DictConfig, is_zero: bool, started: float) -> dict[str, 
     if not is_zero:
         return {}
     pools = mbr.shard_pools(stages, [e["id"] for e in examples])
-    # metrics.tokenizer, else the first model's run's
-    return finish_candidates(cfg, out, examples, pools, tokenizers[0], started, [s.info for s in stages])
+    # metrics.tokenizer and remove_tokens, else the first model's run's
+    return finish_candidates(cfg, out, examples, pools, *scoring[0], started, [s.info for s in stages])
 
 
 def select_again(cfg: DictConfig, out: Path, is_zero: bool, started: float) -> dict[str, Any]:
@@ -348,17 +357,21 @@ def select_again(cfg: DictConfig, out: Path, is_zero: bool, started: float) -> d
     paths = mbr.candidates_files(cfg, out)
     raw = load_rows(cfg)
     examples = raw.select_columns([c for c in EXAMPLE_COLUMNS if c in raw.column_names]).to_list()
-    earlier = paths[0].parent / writer.METRICS  # metrics.tokenizer, else the tokenizer the first output selected with
-    recorded = json.loads(earlier.read_text(encoding="utf-8")).get("utility_tokenizer") if earlier.is_file() else None
-    tokenizer = cfg.metrics.tokenizer or recorded or "default"
+    earlier = paths[0].parent / writer.METRICS  # metrics.*, else what the first output selected with
+    recorded = json.loads(earlier.read_text(encoding="utf-8")) if earlier.is_file() else {}
+    tokenizer = cfg.metrics.tokenizer or recorded.get("utility_tokenizer") or "default"
+    remove = list(cfg.metrics.remove_tokens if cfg.metrics.remove_tokens is not None else
+                  recorded.get("utility_remove_tokens", []))  # fmt: skip
     pools = mbr.file_pools(paths, [e["id"] for e in examples], mbr.labels(cfg))
-    return finish_candidates(cfg, out, examples, pools, tokenizer, started, [], candidates_from=list(map(str, paths)))
+    return finish_candidates(cfg, out, examples, pools, tokenizer, remove, started, [],
+                             candidates_from=list(map(str, paths)))  # fmt: skip
 
 
 def finish_candidates(cfg: DictConfig, out: Path, examples: list[dict[str, Any]], pools: Any, tokenizer: str,
-                      started: float, models: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:  # fmt: skip
+                      remove: list[str], started: float, models: list[dict[str, Any]],
+                      **extra: Any) -> dict[str, Any]:  # fmt: skip
     """Rank 0: select per input (candidates.jsonl), score, metrics.json, then predictions.jsonl (+ .csv) last."""
-    selector = Selector(str(cfg.decoding.utility), tokenizer, mbr.model_weights(cfg))
+    selector = Selector(str(cfg.decoding.utility), tokenizer, mbr.model_weights(cfg), remove)
     generation_seconds = sum(m["generation_seconds"] for m in models)
     fresh = models and not any(m["resumed"] for m in models)  # inputs per second of generation with every model
     selecting = time.perf_counter()
@@ -369,7 +382,7 @@ def finish_candidates(cfg: DictConfig, out: Path, examples: list[dict[str, Any]]
                "generation_seconds": round(generation_seconds, 3),
                "samples_per_second": _rate(len(merged), generation_seconds, 3) if fresh else None,
                "generation": OmegaConf.to_container(cfg.generation, resolve=True)}  # fmt: skip
-    metrics.update(score(cfg, examples, merged, tokenizer))
+    metrics.update(score(cfg, examples, merged, tokenizer, remove))
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     metrics["versions"] = versions()
     write_json(out / writer.METRICS, metrics)
