@@ -61,7 +61,8 @@ class OutputConfig:
 class DecodingConfig:
     """How each input's summary is chosen (conf/decoding): the generation group's one output, or minimum-Bayes-risk
     (MBR) selection: several candidates per input (and per model, with a list of model_dir), keeping the one with
-    the highest mean ROUGE (`utility`) against the others. Candidates are kept in candidates.jsonl."""
+    the highest weighted mean ROUGE (`utility`) against all of them (sumlab.text.mbr). Candidates are kept in
+    candidates.jsonl."""
 
     # candidates per input and model; 1: the generation group's output (with one model: no selection at all)
     candidates: int = 1
