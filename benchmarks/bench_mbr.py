@@ -2,9 +2,10 @@
 
 Models: (a) the offline default model (tiny_t5) trained on DialogSum by train.py (a completed run of the same
 config under outputs/train is reused, else one is trained: about half an hour on 2 cores); (b) SmolLM2-135M-Instruct
-fine-tuned with LoRA on DialogSum by `make bench-real` (benchmarks/bench_real.py): the newest completed run under
-outputs/ whose model is smollm2_135m_instruct with a LoRA and DialogSum, or --real-model-dir; without one, part
-(b) is skipped with a message.
+fine-tuned with LoRA on DialogSum by `make bench-real` (benchmarks/bench_real.py writes it to
+outputs/bench_real/smollm2-lora-dialogsum-train<N>): of the completed runs under outputs/ whose model is
+smollm2_135m_instruct with a LoRA on DialogSum, the one trained on the most dialogues (then the newest), or
+--real-model-dir; without one, part (b) is skipped with a message.
 
 Rows per model, on the first --dev dialogues of DialogSum dev (predict.py itself, in this process): beam 4
 (decoding=beam, generation=beam4); MBR (ROUGE-L utility) over the n-best of 16 and 32 beams (decoding=mbr); MBR over
@@ -45,7 +46,7 @@ HEADLINE = "mbr sampling 32"
 
 
 def find_real_run(output_dir: Path) -> Optional[Path]:
-    """The newest completed run under outputs/ of SmolLM2-135M-Instruct with a LoRA, trained on DialogSum."""
+    """The completed LoRA run of SmolLM2-135M-Instruct on DialogSum under outputs/ trained on the most dialogues."""
     found = []
     for info_file in output_dir.rglob("run.json"):
         run = info_file.parent
@@ -57,8 +58,9 @@ def find_real_run(output_dir: Path) -> Optional[Path]:
         lora = str(OmegaConf.select(cfg, "qlora.method", default="none")) != "none"
         named = (OmegaConf.select(cfg, "model.name"), OmegaConf.select(cfg, "data.name"))
         if status == "completed" and lora and (run / "export").is_dir() and named == (REAL_MODEL, "dialogsum"):
-            found.append(run)
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+            limit = OmegaConf.select(cfg, "data.max_train_samples", default=None)  # null: every dialogue
+            found.append((float("inf") if limit is None else limit, run.stat().st_mtime, run))
+    return max(found)[2] if found else None
 
 
 def rows_of(candidates: list[int]) -> dict[str, list[str]]:
