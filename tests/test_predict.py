@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import ROOT, compose_config, run_cli
 from omegaconf import OmegaConf
 
 from sumlab.data.bucketing import BucketBatchSampler, length_batches, padding_fraction
@@ -236,26 +239,35 @@ def test_two_node_loopback_equals_one_process(t5_run: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
-    """Resuming is the runner's (shards, ids, the rows still to do), same for both engines: tested on the default."""
-    backend = "ctranslate2"
+def test_sigkilled_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
+    """predict.py killed with SIGKILL at whatever it is doing once some lines are written (generating, writing a
+    line, syncing), then run again: every id exactly once, the outputs of an uninterrupted run, nothing generated
+    twice. Resuming is the runner's (shards, ids, the rows still to do), the same for both engines: the default."""
+    n = 100  # one per batch: generation lasts long enough (a second or more) to be caught in the middle
+    args = (f"model_dir={t5_run}", f"data.synthetic_sizes.test={n}", "batch_size=1")
     full = tmp_path / "full"
-    assert predict_here(full, f"model_dir={t5_run}", f"backend={backend}")["examples"] == N
+    assert predict_here(full, *args)["examples"] == n
     out = tmp_path / "resumed"
-    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}", f"backend={backend}")
-    killed = predict_cli(*args, env={writer.CRASH_ENV: "2"})
-    assert killed.returncode != 0
-    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "predict.py", *BASE, *args, f"output.dir={out}"], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while writer.count_shard_lines(out) < n // 10:
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-2000:]  # ended before it could be killed
+        assert time.monotonic() < deadline, "predict.py wrote no prediction within 300 s"
+        time.sleep(0.002)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
     done_before = writer.count_shard_lines(out)
-    assert done_before == 6  # two batches of 3
+    assert n // 10 <= done_before < n
+    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
     with open(out / "shards" / "rank0.jsonl", "a") as f:
-        f.write('{"id": "synthetic_test_00000", "pred')  # and a line the kill cut short
-    resumed = predict_cli(*args)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+        f.write('{"id": "synthetic_test_00000", "pred')  # a line cut short by a kill, whether or not this one cut one
+    metrics = predict_here(out, *args)
+    assert [r["id"] for r in read_predictions(out)] == synthetic_ids(n)  # every id exactly once, in input order
     assert read_predictions(out) == read_predictions(full)
-    assert writer.count_shard_lines(out) == N  # nothing generated twice
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["resumed"], metrics["generated_now"]) == (6, N - 6)
+    assert writer.count_shard_lines(out) == n  # nothing generated twice
+    assert (metrics["resumed"], metrics["generated_now"]) == (done_before, n - done_before)
 
 
 def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
