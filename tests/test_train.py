@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import TINY_RUN, compose_config, run_cli, train_in_process
+from conftest import TINY_RUN, compose_config, epoch_tokens, run_cli, train_in_process
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from sumlab.config.schema import enum_value
@@ -64,11 +64,22 @@ def test_offline_default_learns(default_run: Path, tmp_path: Path) -> None:
     assert 5 < metrics["validation"]["gen_len"] < 60
 
 
-def test_metrics_json_and_run_directory(default_run: Path) -> None:
+def test_metrics_json_and_run_directory(default_run: Path, tmp_path: Path) -> None:
     metrics = json.loads((default_run / "metrics.json").read_text())
-    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "rouge_combined", "gen_len"):
-        assert 0 <= metrics["validation"][key] and 0 <= metrics["test"][key]
-    assert metrics["train_tokens_per_second"] > 0 and metrics["wall_seconds"] > 0
+    for split in ("validation", "test"):
+        m = metrics[split]
+        assert m["rouge_combined"] == pytest.approx((m["rouge1"] + m["rouge2"] + m["rougeL"]) / 3)
+        assert 0 < m["rouge2"] < m["rouge1"] <= 1 and 0 < m["rougeL"] <= m["rouge1"] and 0 < m["rougeLsum"] <= 1
+    history = torch.load(default_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    best = max(history["sumlab_val_history"], key=lambda v: v["rouge_combined"])  # metrics.monitor, mode max
+    assert metrics["validation"] == best  # the validation of the exported (best) checkpoint
+    # every epoch trained counts each example's real tokens once; the rate and the wall clock follow from them
+    tokens, batches = epoch_tokens(compose_config([], run_dir=tmp_path))
+    epochs, rest = divmod(metrics["global_step"], batches)
+    assert rest == 0 and best["epoch"] < epochs <= 5  # whole epochs (early stopping may end the run sooner)
+    assert metrics["train_tokens"] == tokens * epochs
+    assert metrics["train_tokens_per_second"] == pytest.approx(metrics["train_tokens"] / metrics["train_seconds"], 1e-3)
+    assert metrics["wall_seconds"] > metrics["train_seconds"]
     assert {"torch", "transformers", "lightning"} <= set(metrics["versions"])
     assert json.loads((default_run / "run.json").read_text())["status"] == "completed"
     assert (default_run / ".hydra" / "config.yaml").is_file()
