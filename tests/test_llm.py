@@ -183,6 +183,7 @@ def test_trains_exports_and_reloads_with_identical_generations(model: str, tmp_p
 
 
 # --- packing --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("model", LLMS)
 def test_packed_loss_equals_unpacked_loss_with_fewer_pads(model: str, tmp_path: Path) -> None:
     _, splits, module, _ = build(model, tmp_path, "model.tiny.dropout=0.0")

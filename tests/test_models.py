@@ -3,6 +3,7 @@ length-grouped batches work; the optimizer leaves biases and norms undecayed."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
@@ -30,6 +31,7 @@ def test_checkpoint_generation_defaults_never_leak(tmp_path) -> None:
     assert gen.decoder_start_token_id == model.config.decoder_start_token_id  # token ids are kept
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains(tmp_path) -> None:
     _, module, datamodule, _ = _module(tmp_path, "model.gradient_checkpointing=true", "model.tiny.dropout=0.0")
     assert module.model.is_gradient_checkpointing

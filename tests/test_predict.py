@@ -147,6 +147,7 @@ def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
 
 
 # --- end to end ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path, backend: str) -> None:
     sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}", f"backend={backend}")
@@ -294,6 +295,7 @@ def test_sigkilled_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path
     assert (metrics["resumed"], metrics["generated_now"]) == (done_before, n - done_before)
 
 
+@pytest.mark.slow
 def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     predict_here(tmp_path, f"model_dir={t5_run}")
     before = (tmp_path / "predictions.jsonl").stat().st_mtime_ns
@@ -304,6 +306,7 @@ def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, cap
     assert predict_here(tmp_path, f"model_dir={t5_run}", "output.overwrite=true")["generated_now"] == N
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_csv_output_without_references(t5_run: Path, tmp_path: Path, backend: str) -> None:
     src = tmp_path / "in.jsonl"
@@ -320,6 +323,7 @@ def test_csv_output_without_references(t5_run: Path, tmp_path: Path, backend: st
     assert all("reference" not in r for r in jsonl) and [r["prediction"] for r in jsonl] == [r[1] for r in table[1:]]
 
 
+@pytest.mark.slow
 def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path) -> None:
     predict_here(tmp_path / "run", f"model_dir={t5_run}")
     predict_here(tmp_path / "ckpt", f"model_dir={t5_run / 'checkpoints' / 'last.ckpt'}")
@@ -328,6 +332,7 @@ def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path
     assert read_predictions(tmp_path / "ckpt") == ref == read_predictions(tmp_path / "export")
 
 
+@pytest.mark.slow
 def test_max_predict_samples_limits_any_split(t5_run: Path, tmp_path: Path) -> None:
     predict_here(tmp_path / "out", f"model_dir={t5_run}", "data.split=validation", "data.max_predict_samples=3")
     from sumlab.data import synthetic
@@ -347,6 +352,7 @@ def test_causal_model(tmp_path: Path) -> None:
     )  # new tokens only
 
 
+@pytest.mark.slow
 def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: Path) -> None:
     a = predict_here(
         tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12", "backend=hf"
@@ -377,6 +383,7 @@ def test_bad_model_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "no such file" in _fails(tmp_path / "o3", capsys, f"model_dir={tmp_path / 'missing' / 'run'}")
 
 
+@pytest.mark.slow
 def test_data_without_text_column_and_empty_input(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": 1, "text": "hello"}) + "\n")
@@ -387,6 +394,17 @@ def test_data_without_text_column_and_empty_input(t5_run: Path, tmp_path: Path, 
     assert "empty" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "data=files", f"data.test_file={empty}")
 
 
+def test_reference_column_not_in_the_split(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A named reference column the split lacks (a typo) is an error before any work (no model is read: none is
+    there), not a silent fallback to data.summary_column."""
+    src = tmp_path / "test.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "dialogue": "a b", "summary": "a"}) + "\n" for i in range(3)))
+    err = _fails(tmp_path / "o", capsys, f"model_dir={tmp_path / 'no-model'}", "data=files", f"data.test_file={src}",
+                 "data.reference_columns=[a_typo]")  # fmt: skip
+    assert "data.reference_columns ['a_typo'] not in data.split=test" in err and "'summary'" in err
+
+
+@pytest.mark.slow
 def test_blank_texts_and_streaming_refused(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     blank = tmp_path / "blank.jsonl"
     blank.write_text("".join(json.dumps({"id": i, "dialogue": t}) + "\n" for i, t in enumerate(["  ", "\n", ""])))
@@ -396,11 +414,13 @@ def test_blank_texts_and_streaming_refused(t5_run: Path, tmp_path: Path, capsys:
     assert "data.streaming=true" in err and "drop it" in err
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "file").write_text("")
     assert "not writable" in _fails(tmp_path / "file" / "out", capsys, f"model_dir={t5_run}")
 
 
+@pytest.mark.slow
 def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "o"
     writer.check_writable(out)
@@ -417,6 +437,7 @@ def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys:
     assert "different model" in _fails(out, capsys, f"model_dir={other}")
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path: Path) -> None:
     res = predict_cli(f"model_dir={tmp_path / 'nothing'}", f"output.dir={tmp_path / 'o'}")
     assert res.returncode == 2

@@ -45,6 +45,7 @@ def _generation(**keys: object) -> object:
     return OmegaConf.create({**base, **keys})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_ctranslate2_fp32_equals_hf(arch_run: tuple[str, Path], setting: str, tmp_path: Path) -> None:
     """Same ids in (T5 prefix, added tag tokens, causal prompt + separator), same text out, batch by batch."""
@@ -112,6 +113,7 @@ def _cache_dirs(run: Path) -> list[Path]:
     return sorted(p for p in (run / "export").iterdir() if p.name.startswith(backends.CACHE_PREFIX))
 
 
+@pytest.mark.slow
 def test_auto_falls_back_and_explicit_backend_errors(
     t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -133,6 +135,7 @@ def test_auto_falls_back_and_explicit_backend_errors(
     assert "generation.early_stopping=False" in err
 
 
+@pytest.mark.slow
 def test_conversion_cache_reused_and_rebuilt_after_weights_change(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", "t5", steps=2)
     first = predict_here(tmp_path / "a", f"model_dir={run}")
@@ -154,6 +157,7 @@ def test_conversion_cache_reused_and_rebuilt_after_weights_change(tmp_path: Path
     assert hf["backend"] == "hf" and hf["compute_type"] is None
 
 
+@pytest.mark.slow
 def test_killed_conversion_leaves_nothing_usable(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", "t5", steps=1)
     # The converter dies (as under kill -9) after it has written part of model.bin.
@@ -239,11 +243,13 @@ def test_read_only_model_dir_converts_under_cache_dir(tmp_path: Path, monkeypatc
     assert read_predictions(tmp_path / "a") == read_predictions(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_unknown_backend_or_compute_type(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "backend=onnx is unknown" in _fails(tmp_path / "o1", capsys, f"model_dir={t5_run}", "backend=onnx")
     assert "compute_type=int3 is unknown" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "compute_type=int3")
 
 
+@pytest.mark.slow
 def test_sampling_runs_on_ctranslate2_and_is_seeded(t5_run: Path, tmp_path: Path) -> None:
     """Sampling maps (top-k, top-p, temperature, seed): the same seed draws the same summaries again."""
     args = (f"model_dir={t5_run}", "generation=sampling", "generation.max_new_tokens=12")

@@ -27,13 +27,13 @@ def google_scorer() -> rouge_scorer.RougeScorer:
     return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
 
 
-def _tokenizers() -> list[str]:
-    """All tokenizers; kiwi only where kiwipiepy is installed."""
+def _tokenizers() -> list:
+    """All tokenizers; kiwi only where kiwipiepy is installed, and slow (loading its model takes seconds)."""
     try:
         import kiwipiepy  # noqa: F401
     except ImportError:
         return ["default", "whitespace"]
-    return ["default", "whitespace", "kiwi"]
+    return ["default", "whitespace", pytest.param("kiwi", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("tokenizer", _tokenizers())
@@ -125,6 +125,7 @@ def test_score_corpus_rejects_bad_input() -> None:
         score_pair("a", "a", "spacy")
 
 
+@pytest.mark.slow
 def test_kiwi_tokens_are_lowercased_morphemes_without_punctuation() -> None:
     pytest.importorskip("kiwipiepy")
     tokens = tokenize("회의는 Zoom으로 진행합니다!", "kiwi")
@@ -268,6 +269,7 @@ def _write_jsonl(path: Path, records: list[dict[str, object]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cli_jsonl_and_txt(tmp_path: Path) -> None:
     records = [{"id": i, "prediction": p} for i, p in enumerate(PREDS)]
     preds = _write_jsonl(tmp_path / "preds.jsonl", records)
@@ -278,6 +280,7 @@ def test_cli_jsonl_and_txt(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {**score_corpus(PREDS, REFS), "n": 3}
 
 
+@pytest.mark.slow
 def test_cli_csv_with_columns_and_tokenizer(tmp_path: Path) -> None:
     preds = tmp_path / "preds.csv"
     rows = "".join(f'{i},"{p}"\n' for i, p in enumerate(PREDS))
@@ -288,6 +291,7 @@ def test_cli_csv_with_columns_and_tokenizer(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {**score_corpus(PREDS, REFS, "whitespace"), "n": 3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["mean", "max"])
 def test_cli_reference_lists(tmp_path: Path, how: str) -> None:
     refs = [[r, "the mat"] for r in REFS]
@@ -345,6 +349,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[object], str]]:
         "empty references",
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_input(tmp_path: Path, case: str) -> None:
     args, expected = _bad_inputs(tmp_path)[case]
     result = _run_cli(*args)

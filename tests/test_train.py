@@ -18,7 +18,7 @@ from sumlab.data.sources import load_split
 from sumlab.family import decode, make_family
 from sumlab.train.runner import build_module, load_splits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # `make train` in a fixture
 SECRETS = {"WANDB_API_KEY": "sk-wandb-secret-0123456789", "HF_TOKEN": "hf_secret_token_0123456789"}
 
 
@@ -202,3 +202,27 @@ def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len"):
         assert single[key] == pytest.approx(ddp[key], abs=1e-9), key
     assert single["loss"] == pytest.approx(ddp["loss"], rel=1e-6)  # rank 1's repeated batch not counted twice
+
+
+def test_streaming_run_validates_every_n_steps_with_the_default_callbacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """data.streaming=true with a validation file, trainer.max_steps and no epoch limit, the default callbacks
+    (early stopping and the best checkpoint on val/rouge_combined): a stream's epoch has no end before max_steps,
+    so validation runs every max_steps/5 batches instead of never (Lightning failed after training)."""
+    from sumlab.data import synthetic
+
+    for split, n in (("train", 100), ("validation", 9)):  # 100 rows: 12 batches, more than the 10 steps
+        rows = synthetic.generate_split(split, n, 42)
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run_dir = tmp_path / "stream"
+    train_in_process([*TINY_RUN, "data=files", f"data.dir={tmp_path}", "data.train_file=train.jsonl",
+                      "data.validation_file=validation.jsonl", "data.streaming=true", "trainer.max_steps=10",
+                      "trainer.max_epochs=null", "export=false"], run_dir)  # fmt: skip
+    assert "validating every 2 training batches (trainer.val_check_interval=2" in capsys.readouterr().err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    steps = [v["step"] for v in history["sumlab_val_history"]]
+    assert len(steps) >= 3 and steps == list(range(2, 2 * len(steps) + 1, 2))  # every 2 steps, from step 2 on
+    assert metrics["validation"]["step"] in steps and metrics["validation"]["num_examples"] == 9
+    assert metrics["global_step"] == steps[-1] <= 10  # the run ends on a validation (at 10, or early stopping's)
