@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> float:
     for repeat in range(repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:  # rotated order
             results[name].append(one_pass(*variants[name]))
-    print(f"data: {cfg.data.name}, {len(rows)} examples, batch {batch_size}, tiny_llama d_model {cfg.model.tiny.d_model}; "
-          f"1 warm-up + {repeats} timed runs per row, order rotated")  # fmt: skip
+    print(f"data: {cfg.data.name}, {len(rows)} examples, batch {batch_size}, tiny_llama d_model "
+          f"{cfg.model.tiny.d_model}; 1 warm-up + {repeats} timed runs per row, order rotated")  # fmt: skip
     print("| batches, mode | real tokens/s: median (min-max) | padding share | mean loss |")
     print("|---|---|---|---|")
     for name, runs in results.items():

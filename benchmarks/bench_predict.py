@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -174,18 +173,21 @@ def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str
     return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
 
 
-def row_runners(cfg: Any, overrides: list[str], examples: list[dict], compute_types: list[str], converted: dict[str, Path],
-                raw_loop: str, threads: int, tmp: Path) -> dict[str, Callable[[int], tuple[dict, float]]]:  # fmt: skip
+Row = Callable[[int], tuple[dict, float]]  # run(n): (outputs by id, samples/s) over the first n examples
+
+
+def row_runners(cfg: Any, overrides: list[str], examples: list[dict], compute_types: list[str],
+                converted: dict[str, Path], raw_loop: str, threads: int, tmp: Path) -> dict[str, Row]:  # fmt: skip
     """Row name -> run(n): (outputs by id, samples/s) over the first n examples (all of them, or the warm-up's)."""
 
-    def naive(batch_size: int) -> Callable[[int], tuple[dict, float]]:
+    def naive(batch_size: int) -> Row:
         def go(n: int) -> tuple[dict, float]:
             out, seconds = naive_hf(cfg, examples[:n], batch_size)
             return out, n / seconds
 
         return go
 
-    def ours(extra: list[str], name: str) -> Callable[[int], tuple[dict, float]]:
+    def ours(extra: list[str], name: str) -> Row:
         def go(n: int) -> tuple[dict, float]:
             args = [o for o in overrides if not o.startswith("data.max_predict_samples=")]
             out, metrics = sumlab_predict([*args, *extra, f"data.max_predict_samples={n}"], tmp / f"{name}-{n}")
@@ -193,7 +195,7 @@ def row_runners(cfg: Any, overrides: list[str], examples: list[dict], compute_ty
 
         return go
 
-    def raw(ct: str) -> Callable[[int], tuple[dict, float]]:
+    def raw(ct: str) -> Row:
         def go(n: int) -> tuple[dict, float]:
             out, seconds = raw_ctranslate2(cfg, examples[:n], converted[ct], ct, threads)
             return out, n / seconds
@@ -211,7 +213,7 @@ def row_runners(cfg: Any, overrides: list[str], examples: list[dict], compute_ty
     return rows
 
 
-def time_rows(rows: dict[str, Callable[[int], tuple[dict, float]]], n: int, warmup: int,
+def time_rows(rows: dict[str, Row], n: int, warmup: int,
               repeats: int) -> tuple[dict[str, list[float]], dict[str, dict]]:  # fmt: skip
     """One untimed warm-up per row (its first `warmup` inputs), then `repeats` timed runs, the row order rotating."""
     names = list(rows)
@@ -323,9 +325,9 @@ def main() -> int:
         results[section] = bench_model(args, model_dir, common, data)
 
     for mode, r in results.get("llm", {}).items():
-        print(f"llm {mode} fp32: ctranslate2 / hf = {ratio(r['ours'], r['hf'])}; (3)/(1) = {ratio(r['ours'], r['naive'])}"
-              f"; (3)/(4) = {ratio(r['ours'], r['raw'])}; ctranslate2 outputs differing from hf: "
-              f"{r['differing']}/{r['n']}")  # fmt: skip
+        print(f"llm {mode} fp32: ctranslate2 / hf = {ratio(r['ours'], r['hf'])}; (3)/(1) = "
+              f"{ratio(r['ours'], r['naive'])}; (3)/(4) = {ratio(r['ours'], r['raw'])}; ctranslate2 outputs "
+              f"differing from hf: {r['differing']}/{r['n']}")  # fmt: skip
     if "seq2seq" in results:
         ratios = results["seq2seq"]
         for mode, r in ratios.items():
