@@ -55,7 +55,7 @@ def prepare(n_examples: int, batch_size: int):
     sumlab.setup()
     data = ["data=dialogsum", f"data.dir={DIALOGSUM}"] if (DIALOGSUM / "train.jsonl").is_file() else ["data=synthetic"]
     overrides = ["model=tiny_llama", *data, f"data.max_train_samples={n_examples}", "model.tiny.dropout=0.0",
-                 f"data.synthetic_sizes.train={n_examples}", f"data.batch_size={batch_size}",
+                 f"data.synthetic_sizes.train={n_examples}", f"data.batch_size={batch_size}", "data.max_eval_samples=8",
                  "paths.run_dir=/tmp/sumlab-bench-packing"]  # fmt: skip
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

@@ -212,17 +212,17 @@ def test_streaming_run_validates_every_n_steps_with_the_default_callbacks(
     so validation runs every max_steps/5 batches instead of never (Lightning failed after training)."""
     from sumlab.data import synthetic
 
-    for split, n in (("train", 100), ("validation", 9)):  # 100 rows: 12 batches, more than the 10 steps
+    for split, n in (("train", 30), ("validation", 4)):  # 30 rows: 15 batches of 2, more than the 10 steps
         rows = synthetic.generate_split(split, n, 42)
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     run_dir = tmp_path / "stream"
     train_in_process([*TINY_RUN, "data=files", f"data.dir={tmp_path}", "data.train_file=train.jsonl",
-                      "data.validation_file=validation.jsonl", "data.streaming=true", "trainer.max_steps=10",
-                      "trainer.max_epochs=null", "export=false"], run_dir)  # fmt: skip
+                      "data.validation_file=validation.jsonl", "data.streaming=true", "data.batch_size=2",
+                      "trainer.max_steps=10", "trainer.max_epochs=null", "export=false"], run_dir)  # fmt: skip
     assert "validating every 2 training batches (trainer.val_check_interval=2" in capsys.readouterr().err
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     steps = [v["step"] for v in history["sumlab_val_history"]]
     assert len(steps) >= 3 and steps == list(range(2, 2 * len(steps) + 1, 2))  # every 2 steps, from step 2 on
-    assert metrics["validation"]["step"] in steps and metrics["validation"]["num_examples"] == 9
+    assert metrics["validation"]["step"] in steps and metrics["validation"]["num_examples"] == 4
     assert metrics["global_step"] == steps[-1] <= 10  # the run ends on a validation (at 10, or early stopping's)
