@@ -192,7 +192,7 @@ def main() -> None:
         warms = [run_measure(args, "new", tmp / "cache1", None) for _ in range(args.repeats)]
         cold2 = run_measure(args, "new", tmp / "cache2", 2)
     print(f"tokens kept: baseline {base['tokens']}, new {cold['tokens']}")
-    print("| path | cold s (CPU s) | warm s (CPU s) | private bytes/token: cold process | warm process |")
+    print("| path | cold s (CPU s) | warm s: median (min-max) | private bytes/token: cold process | warm process |")
     print("|---|---|---|---|---|")
     print(
         f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | no cache: = cold | "
