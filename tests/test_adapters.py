@@ -210,6 +210,7 @@ def test_qlora_local_model_with_added_tags(tmp_path: Path) -> None:
     assert json.loads((out / "adapter" / adapters.META_FILE).read_text())["base"] == str(tmp_path / "local")
 
 
+@pytest.mark.slow  # over 2 s (make test-fast)
 def test_gradient_checkpointing_with_adapters(tmp_path: Path) -> None:
     _, module, datamodule, _ = build("t5", "lora", tmp_path, "model.gradient_checkpointing=true")
     base = module.model.get_base_model()
