@@ -330,3 +330,58 @@ def test_training_on_the_original_and_an_augmented_file(tmp_path: Path) -> None:
     _, cfg = train_in_process([*TINY_RUN, *files], tmp_path / "run")
     (cache,) = Path(cfg.paths.cache_dir, "data").glob("two_files-train-*")
     assert json.loads((cache / "meta.json").read_text())["rows"] == 36  # both files, provenance left out
+
+
+# --- what a run says about its splits before any work -------------------------------------------------------------
+
+
+def test_training_names_what_each_split_is_scored_against(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A reference column the validation split lacks (a typo) falls back to data.summary_column: training says so
+    per scored split, so the fallback is never silent."""
+    from sumlab.train.runner import load_splits
+
+    write_jsonl(tmp_path / "train.jsonl", ROWS)
+    write_jsonl(tmp_path / "dev.jsonl", ROWS)
+    write_jsonl(tmp_path / "test.jsonl", [{**r, "refs": [r["summary"], "other"]} for r in ROWS])
+    files = ["data=files", f"data.dir={tmp_path}", "data.train_file=train.jsonl", "data.validation_file=dev.jsonl"]
+    cfg = compose_config([*files, "data.reference_columns=[a_typo]"], run_dir=tmp_path)
+    load_splits(cfg)
+    out = capsys.readouterr().out
+    assert (
+        "data: validation is scored against 'summary' (data.summary_column); it has none of data.reference_columns "
+        "['a_typo']"
+    ) in out.splitlines()
+    cfg = compose_config([*files, "data.test_file=test.jsonl", "data.reference_columns=[refs]"], run_dir=tmp_path)
+    load_splits(cfg)
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "data: validation is scored against 'summary' (data.summary_column); it has none of data.reference_columns "
+        "['refs']"
+    ) in lines
+    assert "data: test is scored against data.reference_columns ['refs']" in lines
+
+
+def test_hub_preset_without_its_test_file_names_test_false(tmp_path: Path, monkeypatch) -> None:
+    """data=cnn_dailymail with local train/validation files and data.test_file=null: the test split goes to the hub;
+    offline, the one line names test=false (no test split) beside data.test_file."""
+    from sumlab.train.runner import load_splits
+
+    (tmp_path / "cnn_dailymail").mkdir()
+    news = [{"id": r["id"], "article": r["dialogue"], "highlights": r["summary"]} for r in ROWS]
+    for name in ("train.jsonl", "validation.jsonl"):
+        write_jsonl(tmp_path / "cnn_dailymail" / name, news)
+
+    local = datasets.load_dataset
+
+    def offline(name, *args, **kwargs):  # local files still load (datasets' json builder)
+        if name == "abisee/cnn_dailymail":
+            raise ConnectionError("Couldn't reach 'abisee/cnn_dailymail' on the Hub (LocalEntryNotFoundError)")
+        return local(name, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    overrides = ["data=cnn_dailymail", f"paths.data_dir={tmp_path}", "data.test_file=null"]
+    with pytest.raises(SumlabError) as ex:
+        load_splits(compose_config(overrides, run_dir=tmp_path))
+    assert "data.test_file=" in str(ex.value) and "test=false" in str(ex.value) and "\n" not in str(ex.value)
+    splits = load_splits(compose_config([*overrides, "test=false"], run_dir=tmp_path))
+    assert set(splits) == {"train", "validation"}  # and no hub call

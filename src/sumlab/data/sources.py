@@ -479,6 +479,17 @@ def reference_columns(cfg: DictConfig, columns: list[str]) -> list[str]:
     return present
 
 
+def scored_against(cfg: DictConfig, columns: list[str]) -> str:
+    """What a scored split's predictions are compared with, in words: a named reference column that the split
+    lacks falls back to data.summary_column silently in scoring, so training prints this per split."""
+    present = reference_columns(cfg, columns)
+    if present:
+        return f"data.reference_columns {present}"
+    named = list(cfg.get("reference_columns") or [])
+    summary = f"{cfg.summary_column!r} (data.summary_column)" if cfg.summary_column in columns else "no reference"
+    return summary + (f"; it has none of data.reference_columns {named}" if named else "")
+
+
 def _check_references(ds: datasets.Dataset, cfg: DictConfig, where: str) -> None:
     names = reference_columns(cfg, list(ds.column_names))
     if len(names) == 1 and isinstance(ds.features[names[0]], (datasets.List, datasets.Sequence, datasets.LargeList)):

@@ -31,7 +31,7 @@ from sumlab.core.errors import SumlabError, guarded
 from sumlab.core.io import digest, versions, write_json
 from sumlab.core.runtime import auto_precision, check_precision, quiet_library_logs, resolve_device
 from sumlab.data.cache import TokenizedCache
-from sumlab.data.sources import FILE_KEY, has_split, load_raw
+from sumlab.data.sources import FILE_KEY, has_split, load_raw, reference_columns
 from sumlab.family import Causal, Seq2Seq, make_family
 from sumlab.generation import engines
 from sumlab.generation.config import build_candidate_config, candidate_settings
@@ -161,6 +161,12 @@ def load_rows(cfg: DictConfig) -> datasets.Dataset:
                    cache_dir=cfg.paths.cache_dir)  # fmt: skip
     if len(raw) == 0:
         raise SumlabError(f"no examples to predict in data.split={split} of data={cfg.data.name}")
+    named = list(cfg.data.reference_columns or [])
+    if named and not reference_columns(cfg.data, list(raw.column_names)):  # else scored against the summary
+        raise SumlabError(
+            f"data.reference_columns {named} not in data.split={split}; it has {list(raw.column_names)}: "
+            f"fix the names, or set data.reference_columns=null to score against data.summary_column"
+        )
     if not _any_text(raw, cfg.data.text_column):
         raise SumlabError(
             f"every {cfg.data.text_column!r} (data.text_column) in data.split={split} is empty: nothing to summarize"

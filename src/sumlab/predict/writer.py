@@ -35,8 +35,6 @@ PREDICTIONS = "predictions.jsonl"
 CSV_FILE = "predictions.csv"
 METRICS = "metrics.json"
 FINAL_FILES = (PREDICTIONS, CSV_FILE, METRICS)
-# Test hook: exit abruptly (as a kill would) after this many batches were written by a rank.
-CRASH_ENV = "SUMLAB_PREDICT_CRASH_AFTER_BATCHES"
 
 
 def shard_dir(out: Path) -> Path:
@@ -136,8 +134,6 @@ class ShardWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.out = Path(out)
         self._file: Optional[io.TextIOBase] = None
-        self._batches = 0
-        self._crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # setup/teardown run on every rank; the predict hooks do not on a rank without batches, which
@@ -160,9 +156,6 @@ class ShardWriter(BasePredictionWriter):
         self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in prediction["records"]))
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._batches += 1
-        if self._crash_after and self._batches >= self._crash_after:
-            os._exit(137)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.close()
