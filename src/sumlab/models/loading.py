@@ -40,6 +40,7 @@ class LoadedModel:
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
+    max_source_length: Optional[int] = None  # the training run's data.max_source_length, when known
 
 
 def _run_config(run_dir: Path) -> Optional[DictConfig]:
@@ -174,6 +175,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     return LoadedModel(
         model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
+        max_source_length=_select(run_cfg, "data.max_source_length"),
         safe_precisions=safe_precisions(model_type, _select(run_cfg, "model.safe_precisions")),
         home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
     )  # fmt: skip
