@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict serve bench-predict bench-memory bench-data bench-train bench-serve
+.PHONY: install train test test-fast lint bench clean sweep results predict compare serve bench-predict bench-memory bench-data bench-train bench-serve
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -64,6 +64,9 @@ sweep:  ## Optuna sweep: make sweep [SWEEP=model_comparison_sweep] [WORKERS=4] [
 	  pids="$$pids $$!"; \
 	done; \
 	status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
+
+compare:  ## is B better than A, or noise? paired bootstrap per ROUGE key: make compare A=<run or predict dir> B=<...> [C=<...>] [ARGS="--top 20"]
+	$(PY) -m sumlab.compare $(A) $(B) $(C) $(ARGS)
 
 results:  ## one leaderboard (CSV + Markdown, best first) over every run and sweep under outputs/ and multirun/
 	$(PY) -m sumlab.sweep.results $(ROOTS)

@@ -183,6 +183,9 @@ def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache" / "data").glob("*-train-*"))) == 1
     ddp = json.loads((run_dir / "metrics.json").read_text())["validation"]
     assert ddp["num_examples"] == 9
+    # test_predictions.jsonl: both ranks' shards merged, rank 1's repeated batch dropped, in dataset order
+    tested = [json.loads(line)["id"] for line in (run_dir / "test_predictions.jsonl").read_text().splitlines()]
+    assert tested == [f"synthetic_test_{i:05d}" for i in range(5)]
 
     cfg = compose_config(overrides, run_dir=tmp_path / "single")
     module, datamodule = _load_best(cfg, run_dir)

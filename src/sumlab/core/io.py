@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,9 +10,10 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path, PurePath
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from omegaconf import OmegaConf
 
@@ -28,17 +30,25 @@ PACKAGES = (
 )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name beside ``path`` and renamed to it when the block ends without an
+    error (else removed): a reader never sees half a file, and a large one is streamed, not built in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json(path: Path, data: Any) -> None:

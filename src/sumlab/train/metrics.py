@@ -34,6 +34,10 @@ class RougeMetric(Metric):
         self.idx.append(idx.detach().to(self.device, torch.long))
         self.scores.append(torch.tensor(rows, dtype=torch.float64, device=self.device))
 
+    def last_rows(self) -> torch.Tensor:
+        """The rows the last ``update`` added (ROUGE_KEYS + generated length per example), before any compute."""
+        return self.scores[-1]
+
     def compute(self) -> dict[str, float]:
         idx = self.idx if isinstance(self.idx, torch.Tensor) else torch.cat(self.idx)
         scores = self.scores if isinstance(self.scores, torch.Tensor) else torch.cat(self.scores)

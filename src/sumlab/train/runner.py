@@ -29,7 +29,9 @@ from sumlab.generation.config import build_generation_config
 from sumlab.models import build
 from sumlab.models.adapters import checkpoint_state
 from sumlab.text.prompts import ChatPrompt
+from sumlab.train import predictions
 from sumlab.train.module import SummarizationModule
+from sumlab.train.predictions import TestPredictionWriter
 from sumlab.train.rundir import RunDir
 from sumlab.train.summary import print_summary
 
@@ -84,6 +86,7 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     kwargs["use_distributed_sampler"] = False  # sumlab's batch samplers give each rank its own batches
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
+    callbacks.append(TestPredictionWriter(run_dir.path))  # test_predictions.jsonl (acts in the test step only)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if kwargs.get("limit_val_batches") == 0:  # validation off: nothing to monitor, keep what needs no metric
@@ -148,6 +151,8 @@ def run(cfg: DictConfig) -> float:
     if trainer.is_global_zero:
         export_dir = run_dir.export(module.model, module.tokenizer) if cfg.export else None
         metrics = run_metrics(cfg, run_dir, trainer, module, splits, best_val, best_ckpt, ckpt_path, export_dir)
+        if "test" in splits:  # test_predictions.jsonl, and the leaderboard's error bar: test examples resampled
+            metrics["intervals"] = predictions.merge(run_dir.path, module.test_metrics.get("num_examples"))
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
         metrics["tags_added_to_vocabulary"] = added
         run_dir.write_metrics(metrics)
@@ -190,6 +195,8 @@ def run_metrics(cfg: DictConfig, run_dir: RunDir, trainer: L.Trainer, module: Su
         "data": cfg.data.name,
         "monitor": cfg.metrics.monitor,
         "mode": cfg.metrics.mode,
+        "rouge_tokenizer": cfg.metrics.tokenizer,  # how the ROUGE below was scored (python -m sumlab.compare reads it)
+        "multi_reference": cfg.metrics.multi_reference,
         "validation": best_val,
         "test": module.test_metrics,
         "examples": {
