@@ -46,6 +46,9 @@ class ServeConfig:
     max_batch_size: int = 16  # requests one engine call may take together (LitServe's dynamic batching); 1: none
     batch_timeout: float = 0.05  # seconds a batch waits for more requests before it runs
     request_timeout: float = 120.0  # seconds a request may wait for its batch, else 504
+    # seconds a stop (SIGTERM) waits for the requests in flight; an open page's event stream counts as one, and is
+    # cut after this
+    shutdown_timeout: float = 30.0
     accelerator: str = "auto"  # auto (cuda if there is one, else cpu), cpu or cuda
     devices: Any = "auto"  # cuda: number of GPUs, a list of ids, or auto (all); cpu: one device
     # engines (processes) per device; on CPU each gets cores // workers_per_device threads

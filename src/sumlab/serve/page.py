@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 from typing import Any, Callable, Optional
 
+from sumlab.analysis.roots import Roots
 from sumlab.config.serve import CLIENT_SETTINGS
+from sumlab.serve import explore_tab
 
 # Slider steps of the settings a client may change (the integers step by 1).
 FLOAT_STEPS = {"length_penalty": 0.1, "repetition_penalty": 0.05}
-CSS = "#summary textarea { color: var(--body-text-color); }"  # an output box, not greyed out as a disabled input
+# The summary is an output box, not greyed out as a disabled input; the Explore tab's marks.
+CSS = "#summary textarea { color: var(--body-text-color); }" + explore_tab.CSS
 
 
-def mount_page(app: Any, endpoint: Optional[Any], roots: list[Path], api_key: Optional[str]) -> None:
+def mount_page(app: Any, endpoint: Optional[Any], roots: list[str], api_key: Optional[str]) -> None:
     """The page at / of `app` (LitServe's plain-text index route gives way); with an API key the page asks for it."""
     import gradio as gr
 
-    blocks = build_page(endpoint, roots)
+    blocks = build_page(endpoint, Roots(roots))
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/"]
     auth: Optional[Callable[[str, str], bool]] = None
     if api_key:
@@ -32,7 +34,7 @@ def mount_page(app: Any, endpoint: Optional[Any], roots: list[Path], api_key: Op
                         footer_links=[], run_history=False, ssr_mode=False, css=CSS)  # fmt: skip
 
 
-def build_page(endpoint: Optional[Any], roots: list[Path]) -> Any:
+def build_page(endpoint: Optional[Any], roots: Roots) -> Any:
     """The Blocks: a Summarize tab when a model is served (`endpoint`), and the Explore tab over `roots`."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio's import: it reads the variable then too
     import gradio as gr
@@ -44,7 +46,7 @@ def build_page(endpoint: Optional[Any], roots: list[Path]) -> Any:
                 with gr.Tab("Summarize", id="summarize"):
                     summarize_tab(endpoint)
             with gr.Tab("Explore", id="explore"):
-                gr.Markdown(f"Runs under {', '.join(f'`{r}`' for r in roots)}")
+                explore_tab.explore_tab(roots, page)
     return page
 
 

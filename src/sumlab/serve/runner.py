@@ -6,7 +6,8 @@ worker per device x ``workers_per_device`` (spawned; each loads the converted mo
 Gradio queue keeps a browser session's state in the process that serves it.
 
 SIGTERM (or Ctrl+C) stops it gracefully: the API process stops accepting connections and finishes the requests
-in flight (uvicorn waits up to 30 s), then the workers stop; exit status 0. Send it to this process only: a
+in flight (uvicorn waits up to ``shutdown_timeout``; an open page's event stream is one), then the workers stop;
+exit status 0. Send it to this process only: a
 signal to the whole process group also stops the workers before they answer.
 """
 
@@ -36,7 +37,7 @@ def run(cfg: DictConfig) -> None:
     quiet_library_logs()
     check_port(str(cfg.host), int(cfg.port))
     api_key = read_api_key(cfg)
-    roots = [Path(r).expanduser().resolve() for r in cfg.roots]
+    roots = [str(Path(r).expanduser()) for r in cfg.roots]
     if cfg.model_dir is None:
         serve_explore(cfg, roots, api_key)
         return
@@ -66,6 +67,8 @@ def validate(cfg: DictConfig) -> None:
             raise SumlabError(f"{key}={cfg[key]} must be at least 1")
     if cfg.batch_timeout < 0 or cfg.request_timeout <= cfg.batch_timeout:
         raise SumlabError(f"batch_timeout={cfg.batch_timeout} must be >= 0 and below request_timeout")
+    if cfg.shutdown_timeout < 0:
+        raise SumlabError(f"shutdown_timeout={cfg.shutdown_timeout} must be >= 0")
     if cfg.accelerator not in ACCELERATORS:
         raise SumlabError(f"accelerator={cfg.accelerator} is unknown: use one of {list(ACCELERATORS)}")
     check_limits(cfg.limits)
@@ -131,8 +134,10 @@ def build_server(cfg: DictConfig, engine: Any, api_key: Optional[str]) -> Any:
     api = SummarizeAPI(engine, limits, cpu_threads(cfg), api_key, int(cfg.max_batch_size), float(cfg.batch_timeout))
     # A body larger than its texts could be at 4 UTF-8 bytes a character is refused before it is parsed (413).
     payload = limits["max_texts"] * limits["max_chars"] * 4 + 65536
-    return ls.LitServer(api, accelerator=engine.device, devices=cfg.devices, timeout=float(cfg.request_timeout),
-                        workers_per_device=int(cfg.workers_per_device), max_payload_size=payload)  # fmt: skip
+    server = ls.LitServer(api, accelerator=engine.device, devices=cfg.devices, timeout=float(cfg.request_timeout),
+                          workers_per_device=int(cfg.workers_per_device), max_payload_size=payload)  # fmt: skip
+    server.uvicorn_graceful_timeout = float(cfg.shutdown_timeout)  # LitServe's (30 s), no argument of its own
+    return server
 
 
 def announce(app: Any, line: str) -> None:
@@ -173,7 +178,7 @@ def serve_until_stopped(server: Any, cfg: DictConfig) -> None:
     print("serve: stopped", flush=True)
 
 
-def serve_explore(cfg: DictConfig, roots: list[Path], api_key: Optional[str]) -> None:
+def serve_explore(cfg: DictConfig, roots: list[str], api_key: Optional[str]) -> None:
     """No model: the Explore tab alone, on plain FastAPI + uvicorn (nothing for LitServe's workers to do)."""
     import uvicorn
     from fastapi import FastAPI
@@ -184,12 +189,13 @@ def serve_explore(cfg: DictConfig, roots: list[Path], api_key: Optional[str]) ->
     app = FastAPI(title="sumlab explore")
     app.add_api_route("/health", lambda: PlainTextResponse("ok"), methods=["GET"])
     mount_page(app, None, roots, api_key)
-    announce(app, f"serve: Explore over {', '.join(map(str, roots))}; {urls(cfg)}")
+    announce(app, f"serve: Explore over {', '.join(roots)}; {urls(cfg)}")
     # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler it found: a no-op
     # here, so a stop exits 0 as with a model.
     previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        uvicorn.Server(uvicorn.Config(app, host=str(cfg.host), port=int(cfg.port), log_level=LOG_LEVEL)).run()
+        uvicorn.Server(uvicorn.Config(app, host=str(cfg.host), port=int(cfg.port), log_level=LOG_LEVEL,
+                                      timeout_graceful_shutdown=float(cfg.shutdown_timeout))).run()  # fmt: skip
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
