@@ -96,6 +96,41 @@ def test_port_in_use_is_one_line() -> None:
         assert_one_line_error(run_cli("serve.py", f"port={port}", "model_dir=/nonexistent", timeout=300), "not free")
 
 
+# --- batching, without a server ----------------------------------------------------------------------
+class EchoSummarizer:
+    """Stands in for the engine: answers `<num_beams>:<text>` and records each engine call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], int]] = []
+
+    def summarize(self, texts: list[str], settings: dict) -> tuple[list[str], float]:
+        self.calls.append((texts, settings["num_beams"]))
+        return [f"{settings['num_beams']}:{t}" for t in texts], 0.01
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 8])
+def test_a_batch_runs_one_engine_call_per_settings_and_answers_each_request(max_batch_size: int) -> None:
+    from sumlab.serve.api import SummarizeAPI
+    from sumlab.serve.engine import EngineSpec
+
+    spec = EngineSpec(path="", compute_type="float32", device="cpu", tokenizer=None, family="seq2seq", prefix="",
+                      separator="", chat=None, token_ids={}, defaults={}, max_source_length=512, engine_batch_size=32,
+                      source="", conversion_seconds=0.0)  # fmt: skip
+    api = SummarizeAPI(spec, {}, 1, None, max_batch_size, 0.0)
+    api.summarizer = EchoSummarizer()
+    beams = lambda n: {"num_beams": n, "max_new_tokens": 8}  # noqa: E731
+    requests = [{"texts": ["a", "b"], "settings": beams(4)}, {"texts": ["c"], "settings": beams(1)},
+                {"texts": ["d"], "settings": beams(4)}]  # fmt: skip
+    if max_batch_size == 1:  # LitServe hands predict() one request, without batch/unbatch
+        answers = [api.predict(r) for r in requests]
+        assert len(api.summarizer.calls) == 3
+    else:
+        answers = api.unbatch(api.predict(api.batch(requests)))
+        assert sorted(api.summarizer.calls) == [(["a", "b", "d"], 4), (["c"], 1)]  # grouped, each with its settings
+        assert {a["batch_texts"] for a in answers} == {4}
+    assert [a["summaries"] for a in answers] == [["4:a", "4:b"], ["1:c"], ["4:d"]]
+
+
 # --- the API ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_health_docs_and_settings(server: Server) -> None:

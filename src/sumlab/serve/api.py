@@ -17,6 +17,7 @@ import json
 import secrets
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -155,8 +156,10 @@ class SummarizeAPI(ls.LitAPI):
 
     def __init__(self, engine: EngineSpec, limits: dict[str, Any], threads: int, api_key: Optional[str],
                  max_batch_size: int, batch_timeout: float) -> None:  # fmt: skip
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
-                         spec=SummarizeEndpoint(engine, limits))  # fmt: skip
+        with warnings.catch_warnings():  # max_batch_size=1 is a choice here: predict() then takes a lone request
+            warnings.filterwarnings("ignore", message=".*both batch and unbatch methods implemented.*")
+            super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
+                             spec=SummarizeEndpoint(engine, limits))  # fmt: skip
         self.engine, self.threads, self.api_key = engine, threads, api_key
 
     def setup(self, device: str) -> None:

@@ -85,4 +85,5 @@ def summarize_tab(endpoint: Any) -> None:
         return answer.summary, (f"{t.total_seconds * 1000:.0f} ms ({t.generate_seconds * 1000:.0f} ms generating, "
                                 f"in a batch of {t.batch_texts} text(s))")  # fmt: skip
 
-    button.click(summarize, [text, *sliders], [summary, timing], api_name=False)
+    # No concurrency limit (Gradio's default is one at a time): concurrent visitors then share dynamic batches.
+    button.click(summarize, [text, *sliders], [summary, timing], api_name=False, concurrency_limit=None)

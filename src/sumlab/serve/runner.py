@@ -71,6 +71,10 @@ def validate(cfg: DictConfig) -> None:
         raise SumlabError(f"shutdown_timeout={cfg.shutdown_timeout} must be >= 0")
     if cfg.accelerator not in ACCELERATORS:
         raise SumlabError(f"accelerator={cfg.accelerator} is unknown: use one of {list(ACCELERATORS)}")
+    from sumlab.generation.engines import COMPUTE_TYPES
+
+    if cfg.compute_type not in COMPUTE_TYPES:
+        raise SumlabError(f"compute_type={cfg.compute_type} is unknown: use one of {list(COMPUTE_TYPES)}")
     check_limits(cfg.limits)
     check_generation(cfg.generation)
     if cfg.model_dir is None and not cfg.ui:
