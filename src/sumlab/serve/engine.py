@@ -70,7 +70,7 @@ def prepare(cfg: DictConfig) -> EngineSpec:
     missing = engines.ct2_unsupported(gen, loaded.family, loaded.model)
     if missing is not None:
         raise SumlabError(f"serve.py runs CTranslate2, which cannot honour {missing}: change it, or use predict.py")
-    device = resolve_device(cfg.accelerator)
+    device = "cuda" if resolve_device(cfg.accelerator) == "cuda" else "cpu"  # CTranslate2 runs on these two
     compute_type = engines.resolve_compute_type(str(cfg.compute_type), device, loaded.safe_precisions)
     target = engines.conversion_target(loaded, compute_type, cfg.paths.cache_dir)
     seconds = engines.convert(loaded.model, loaded.tokenizer, target, compute_type)

@@ -23,6 +23,7 @@ CSS = "#summary textarea { color: var(--body-text-color); }" + explore_tab.CSS
 
 def mount_page(app: Any, endpoint: Optional[Any], roots: list[str], api_key: Optional[str]) -> None:
     """The page at / of `app` (LitServe's plain-text index route gives way); with an API key the page asks for it."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no telemetry from any of Gradio's parts (it reads it per call)
     import gradio as gr
 
     blocks = build_page(endpoint, Roots(roots))
@@ -36,7 +37,6 @@ def mount_page(app: Any, endpoint: Optional[Any], roots: list[str], api_key: Opt
 
 def build_page(endpoint: Optional[Any], roots: Roots) -> Any:
     """The Blocks: a Summarize tab when a model is served (`endpoint`), and the Explore tab over `roots`."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio's import: it reads the variable then too
     import gradio as gr
 
     with gr.Blocks(title="sumlab", analytics_enabled=False) as page:

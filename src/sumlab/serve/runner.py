@@ -7,8 +7,8 @@ Gradio queue keeps a browser session's state in the process that serves it.
 
 SIGTERM (or Ctrl+C) stops it gracefully: the API process stops accepting connections and finishes the requests
 in flight (uvicorn waits up to ``shutdown_timeout``; an open page's event stream is one), then the workers stop;
-exit status 0. Send it to this process only: a
-signal to the whole process group also stops the workers before they answer.
+exit status 0. Send it to this process only: a signal to the whole process group also stops the workers before
+they answer.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def build_server(cfg: DictConfig, engine: Any, api_key: Optional[str]) -> Any:
     api = SummarizeAPI(engine, limits, cpu_threads(cfg), api_key, int(cfg.max_batch_size), float(cfg.batch_timeout))
     # A body larger than its texts could be at 4 UTF-8 bytes a character is refused before it is parsed (413).
     payload = limits["max_texts"] * limits["max_chars"] * 4 + 65536
-    server = ls.LitServer(api, accelerator=engine.device, devices=cfg.devices, timeout=float(cfg.request_timeout),
+    devices = OmegaConf.to_container(cfg.devices) if OmegaConf.is_config(cfg.devices) else cfg.devices  # a list
+    server = ls.LitServer(api, accelerator=engine.device, devices=devices, timeout=float(cfg.request_timeout),
                           workers_per_device=int(cfg.workers_per_device), max_payload_size=payload)  # fmt: skip
     server.uvicorn_graceful_timeout = float(cfg.shutdown_timeout)  # LitServe's (30 s), no argument of its own
     return server
