@@ -111,7 +111,7 @@ def server(runs: tuple[Path, Path, Path, Path], tmp_path_factory: pytest.TempPat
     model, root, _, _ = runs
     srv = Server(tmp_path_factory.mktemp("page-log"), f"model_dir={model}", f"roots=[{root}]")
     yield srv
-    srv.stop()
+    assert srv.stop() == 0  # SIGTERM: a clean stop with the page mounted too
 
 
 @pytest.mark.slow
