@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import time
@@ -214,34 +215,36 @@ def test_client_that_disconnects_does_not_stall_the_batch(server: Server, texts:
     assert httpx.get(f"{server.url}/health").text == "ok"
 
 
-# --- a server with an API key: the key, then SIGTERM with a request in flight ----------------------
+# --- a server with an API key, two workers, one request per engine call: the key, then SIGTERM in flight --
 @pytest.mark.slow
-def test_api_key_and_sigterm_finishes_the_request_in_flight(t5_run: Path, texts: list[str], tmp_path: Path) -> None:
-    # batch_timeout 3 s: a lone request waits in its batch that long, so SIGTERM surely arrives while it is in flight
+def test_api_key_and_sigterm_finishes_the_requests_in_flight(t5_run: Path, texts: list[str], tmp_path: Path) -> None:
     key = {"X-API-Key": "s3cret"}
-    srv = Server(tmp_path, f"model_dir={t5_run}", "batch_timeout=3", "ui=false", env={"SUMLAB_API_KEY": "s3cret"},
-                 headers=key)  # fmt: skip
+    srv = Server(tmp_path, f"model_dir={t5_run}", "max_batch_size=1", "workers_per_device=2", "ui=false",
+                 env={"SUMLAB_API_KEY": "s3cret"}, headers=key)  # fmt: skip
     try:
+        threads = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert f"2 worker(s) on CPU, {threads} threads each" in srv.output()  # the cores shared between them
         for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
             res = post(srv, {"text": texts[0]}, headers=headers)
             assert res.status_code == 401 and "API key" in res.json()["detail"]
         assert post(srv, {"text": texts[0]}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
-        async def in_flight() -> httpx.Response:
-            async with httpx.AsyncClient(timeout=120) as client:
-                request = asyncio.ensure_future(client.post(f"{srv.url}/v1/summarize", json={"text": texts[1]},
-                                                            headers=key))  # fmt: skip
-                await asyncio.sleep(1.0)
-                srv.process.send_signal(signal.SIGTERM)  # to the main process, as a process manager sends it
-                signalled = time.monotonic()
-                response = await request
-                assert time.monotonic() - signalled > 0.5  # it was still in flight when the signal came
-                return response
+        # Eight heavy requests, one per engine call: when the first is answered, the others are still in flight.
+        heavy = {"texts": texts * 2, "num_beams": 8, "max_new_tokens": 256}
 
-        response = asyncio.run(in_flight())
-        assert response.status_code == 200 and response.json()["summary"]
+        async def stop_while_busy() -> tuple[list[httpx.Response], int]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                sent = [asyncio.ensure_future(client.post(f"{srv.url}/v1/summarize", json=heavy, headers=key))
+                        for _ in range(8)]  # fmt: skip
+                await asyncio.wait(sent, return_when=asyncio.FIRST_COMPLETED)
+                srv.process.send_signal(signal.SIGTERM)  # to the main process, as a process manager sends it
+                pending = sum(not request.done() for request in sent)
+                return await asyncio.gather(*sent), pending
+
+        responses, pending = asyncio.run(stop_while_busy())
+        assert pending > 0
+        assert all(r.status_code == 200 and len(r.json()["summaries"]) == len(heavy["texts"]) for r in responses)
         assert srv.process.wait(90) == 0
-        assert "serve: stopped" in srv.output()
-        assert "Traceback" not in srv.output()
+        assert "serve: stopped" in srv.output() and "Traceback" not in srv.output()
     finally:
         srv.stop()
