@@ -293,16 +293,14 @@ class CT2Engine:
         key = source_column(rows[0])
         return {"rows": [r[key] for r in rows]}
 
-    def generate(self, batch: dict[str, Any], options: Optional[dict[str, Any]] = None) -> tuple[list[str], list[int]]:
-        """``options``: ct2_options of other settings than the engine's own (serve.py: a request's settings)."""
-        options = self.options if options is None else options
+    def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in batch["rows"]]
         if self.family.name == "seq2seq":
             prefix = [self.prefix] * len(tokens) if self.prefix else None
-            results = self.engine.translate_batch(tokens, target_prefix=prefix, **options)
+            results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options)
             sequences = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
         else:
-            sequences = [r.sequences_ids[0] for r in self.engine.generate_batch(tokens, **options)]
+            sequences = [r.sequences_ids[0] for r in self.engine.generate_batch(tokens, **self.options)]
         lengths = [sum(1 for t in s if t not in self.special) for s in sequences]
         return decode(self.tokenizer, sequences), lengths
 

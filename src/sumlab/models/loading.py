@@ -39,8 +39,8 @@ class LoadedModel:
     safe_precisions: list[str]  # the run's model.safe_precisions, else by model type (core.runtime.safe_precisions)
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
-    identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
     max_source_length: Optional[int] = None  # the training run's data.max_source_length, when known
+    identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
 
 
 def _run_config(run_dir: Path) -> Optional[DictConfig]:

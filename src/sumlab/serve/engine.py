@@ -10,6 +10,7 @@ same ``features`` call as training and predict.py) -> ``CT2Engine.generate`` wit
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import time
@@ -128,6 +129,8 @@ class Summarizer:
         options, _ = engines.ct2_options(generation_config_from(OmegaConf.create(settings), self.spec.token_ids),
                                          self.family.name)  # fmt: skip
         options["max_batch_size"] = self.spec.engine_batch_size
+        view = copy.copy(self.engine)  # the worker's engine (its translator shared) with this group's options
+        view.options = options
         started = time.perf_counter()
-        summaries, _ = self.engine.generate(self.engine.collate(rows), options)
+        summaries, _ = view.generate(view.collate(rows))
         return summaries, time.perf_counter() - started
