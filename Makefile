@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate bench-predict bench-memory bench-data bench-train bench-packing bench-mbr
+.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate serve bench-predict bench-memory bench-data bench-train bench-packing bench-mbr bench-serve
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -28,7 +28,10 @@ test-fast:  ## skip the tests that train or spawn processes (slow): none of the 
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
-bench: bench-predict bench-memory bench-data bench-train bench-mbr  ## every benchmark (results go in BENCHMARKS.md; bench-train includes bench-packing)
+serve:  ## the API and the page on 127.0.0.1:8000: make serve MODEL_DIR=outputs/train/<run> [ARGS="port=8080 workers_per_device=2"]; no MODEL_DIR: the Explore tab alone
+	$(PY) serve.py $(if $(MODEL_DIR),model_dir=$(MODEL_DIR)) $(ARGS)
+
+bench: bench-predict bench-memory bench-data bench-train bench-mbr bench-serve  ## every benchmark (results go in BENCHMARKS.md; bench-train includes bench-packing)
 
 bench-predict:  ## naive HF loop vs predict.py (hf, ctranslate2) vs raw CTranslate2: offline default T5 and tiny_llama (trained or reused); MODEL_DIR=<dialogsum run> for DialogSum test [ARGS="--sections llm"]
 	$(PY) benchmarks/bench_predict.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(ARGS)
@@ -41,6 +44,8 @@ bench-train:  ## train.py vs transformers' Seq2SeqTrainer on DialogSum (small_t5
 
 bench-packing:  ## tiny_llama training tokens/s with and without data.packing, on the default length-grouped batches and in file order [ARGS="--examples 64 --repeats 2"]
 	$(PY) benchmarks/bench_packing.py $(ARGS)
+bench-serve:  ## serve.py on loopback: req/s and p50/p99 at 1/4/16 clients, dynamic batching vs batch 1, memory, every answer its own (offline default model, trained or reused) [ARGS="--dialogues 16 --requests-per-client 2"]
+	$(PY) benchmarks/bench_serve.py $(ARGS)
 
 bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
 	$(PY) benchmarks/bench_memory.py $(ARGS)

@@ -1,5 +1,6 @@
-"""Configs are the interface: schemas (:mod:`.schema` for train.py, :mod:`.predict` for predict.py), cross-key
-rules (:mod:`.rules`), and their registration in Hydra's ConfigStore (:func:`register_configs`).
+"""Configs are the interface: schemas (:mod:`.schema` for train.py, :mod:`.predict` for predict.py, :mod:`.serve`
+for serve.py), cross-key rules (:mod:`.rules`), and their registration in Hydra's ConfigStore
+(:func:`register_configs`).
 
 Importing this package loads no torch: ``sumlab.setup()`` registers the schemas before Hydra parses the command line.
 """
@@ -15,6 +16,7 @@ from omegaconf import ListConfig, OmegaConf
 
 from sumlab.config.predict import PredictConfig
 from sumlab.config.schema import TrainConfig
+from sumlab.config.serve import ServeConfig
 from sumlab.core.io import digest, path_name
 
 
@@ -26,10 +28,11 @@ def model_dir_name(model_dir: Any) -> str:
 
 
 def register_configs() -> None:
-    """The two schemas, named as the entry points' defaults lists name them, and the resolvers presets use."""
+    """The schemas, named as the entry points' defaults lists name them, and the resolvers presets use."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
     resolvers = {
         # Run directories: time + pid + random, unique even for runs started in the same second.
         "sumlab_uid": (lambda: f"{os.getpid():x}{secrets.token_hex(2)}", True),

@@ -22,11 +22,21 @@ TOKEN_IDS = (
 )
 
 
-def build_generation_config(gen: DictConfig, model: Any) -> GenerationConfig:
+def model_token_ids(model: Any) -> dict[str, Any]:
+    """The model's own token ids (TOKEN_IDS; pad falls back to EOS): what a GenerationConfig keeps from the model."""
     ids = {k: getattr(model.generation_config, k, None) for k in TOKEN_IDS}
     ids = {k: v if v is not None else getattr(model.config, k, None) for k, v in ids.items()}
     if ids["pad_token_id"] is None:
         ids["pad_token_id"] = ids["eos_token_id"]
+    return ids
+
+
+def build_generation_config(gen: DictConfig, model: Any) -> GenerationConfig:
+    return generation_config_from(gen, model_token_ids(model))
+
+
+def generation_config_from(gen: DictConfig, ids: dict[str, Any]) -> GenerationConfig:
+    """The generation group with token ids taken beforehand (serve.py: workers hold the ids, not the model)."""
     search = dict(num_beams=gen.num_beams, max_new_tokens=gen.max_new_tokens, min_new_tokens=gen.min_new_tokens,
                   do_sample=gen.do_sample, no_repeat_ngram_size=gen.no_repeat_ngram_size,
                   repetition_penalty=gen.repetition_penalty)  # fmt: skip

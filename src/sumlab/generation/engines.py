@@ -49,6 +49,7 @@ from typing import Any, Optional
 import torch
 
 from sumlab.core.errors import SumlabError
+from sumlab.core.io import digest, path_name
 from sumlab.data.cache import source_column
 from sumlab.family import Causal, Seq2Seq, decode, generate_texts
 from sumlab.generation.beam_cache import fast_beam_cache
@@ -85,6 +86,11 @@ def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
         return f"model type {getattr(model.config, 'model_type', type(model.config).__name__)}"
     if getattr(model, "peft_config", None):
         return "a peft adapter model (export a merged model)"
+    return ct2_unsupported_setting(gen, family)
+
+
+def ct2_unsupported_setting(gen: Any, family: str) -> Optional[str]:
+    """The first generation setting CTranslate2 cannot honour exactly (the module docstring says why), else None."""
     beams = gen.num_beams or 1  # transformers 5 leaves unset keys None
     if beams > 1 and gen.early_stopping is not True:
         return f"generation.early_stopping={gen.early_stopping}"
@@ -132,6 +138,14 @@ def choose(
 
 
 # --- conversion cache --------------------------------------------------------------------------------
+def conversion_target(loaded: Any, compute_type: str, cache_dir: str) -> Path:
+    """Where a loaded model (models.loading.LoadedModel) is converted for `compute_type`: keyed by its weights, so
+    predict.py and serve.py share one conversion."""
+    weights = digest({k: loaded.identity.get(k) for k in ("weights", "config", "name", "revision")})
+    label = path_name(loaded.source.split(": ", 1)[-1])
+    return cache_location(loaded.home, label, compute_type, weights, cache_dir)
+
+
 def cache_name(compute_type: str, weights: str) -> str:
     return f"{CACHE_PREFIX}-{compute_type}-{weights}"
 

@@ -39,6 +39,7 @@ class LoadedModel:
     safe_precisions: list[str]  # the run's model.safe_precisions, else by model type (core.runtime.safe_precisions)
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
+    max_source_length: Optional[int] = None  # the training run's data.max_source_length, when known
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
     rouge_remove: Optional[list[str]] = None  # the training run's metrics.remove_tokens, when known
 
@@ -183,6 +184,7 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     return LoadedModel(
         model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
+        max_source_length=_select(run_cfg, "data.max_source_length"),
         safe_precisions=safe_precisions(model_type, _select(run_cfg, "model.safe_precisions")),
         home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
         rouge_remove=_string_list(_select(run_cfg, "metrics.remove_tokens")),

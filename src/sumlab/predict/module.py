@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from sumlab.core.io import digest, path_name
 from sumlab.data.bucketing import BucketBatchSampler
 from sumlab.data.cache import source_column
 from sumlab.family import Causal, Seq2Seq
@@ -54,9 +53,7 @@ class PredictModule(L.LightningModule):
         if self.engine is not None:
             return
         loaded, trainer = self._loaded, self.trainer
-        weights = digest({k: loaded.identity.get(k) for k in ("weights", "config", "name", "revision")})
-        target = engines.cache_location(loaded.home, path_name(loaded.source.split(": ", 1)[-1]),
-                                         str(self.choice.compute_type), weights, self._cache_dir)  # fmt: skip
+        target = engines.conversion_target(loaded, str(self.choice.compute_type), self._cache_dir)
         if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
             self.conversion_seconds = engines.convert(
                 loaded.model, loaded.tokenizer, target, str(self.choice.compute_type)
