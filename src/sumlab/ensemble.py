@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sumlab.core.errors import SumlabError
-from sumlab.core.io import atomic_file, write_json
+from sumlab.core.io import atomic_file, json_objects, read_user_file, write_json
 from sumlab.generation.selection import CANDIDATES, Pooled, Selector, candidate_lines
 from sumlab.text.mbr import UTILITIES
 from sumlab.text.rouge import MULTI_REFERENCE, TOKENIZERS, score_corpus
@@ -38,38 +38,14 @@ TEXT_FIELDS = ("prediction", "summary")
 REFERENCE_FIELDS = ("reference", "references", "summary")
 
 
-def _read(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SumlabError(f"{path} does not exist; check the path") from None
-    except UnicodeDecodeError as ex:
-        raise SumlabError(f"{path} is not UTF-8 (bad byte at offset {ex.start}); re-save it as UTF-8") from None
-    except OSError as ex:
-        raise SumlabError(f"cannot read {path}: {ex.strerror}; check the path") from None
-    if not text.strip():
-        raise SumlabError(f"{path} is empty; it needs one prediction per id")
-    return text
-
-
 def _rows(path: Path) -> list[dict[str, Any]]:
     """The records of a .jsonl or .csv file."""
-    text = _read(path)
+    text = read_user_file(path, "predictions")
     if path.suffix.lower() == ".csv":
         return list(csv.DictReader(io.StringIO(text)))
     if path.suffix.lower() != ".jsonl":
         raise SumlabError(f"{path}: expected a .jsonl or .csv file")
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as ex:
-                raise SumlabError(f"{path} line {lineno} is not valid JSON ({ex.msg}); fix or remove it") from None
-            if not isinstance(row, dict):
-                raise SumlabError(f"{path} line {lineno} is not a JSON object")
-            rows.append(row)
-    return rows
+    return [record for _, record in json_objects(text, path)]
 
 
 def _field(rows: list[dict[str, Any]], path: Path, choices: Sequence[str], flag: str) -> str:

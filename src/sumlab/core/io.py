@@ -18,6 +18,8 @@ from typing import Any, Optional, TextIO
 
 from omegaconf import OmegaConf
 
+from sumlab.core.errors import SumlabError
+
 PACKAGES = (
     "sumlab",
     "torch",
@@ -61,6 +63,38 @@ def atomic_file(path: Path) -> Iterator[TextIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_user_file(path: Path, role: str) -> str:
+    """A file a user names (predictions, references, an old config): UTF-8 with or without a BOM, not blank; else
+    one SumlabError line naming the file, the problem and the fix."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SumlabError(f"{role} file not found: {path}; check the path") from None
+    except UnicodeDecodeError as ex:
+        raise SumlabError(
+            f"{role} file {path} is not UTF-8 (bad byte at offset {ex.start}); re-save it as UTF-8"
+        ) from None
+    except OSError as ex:
+        raise SumlabError(f"cannot read {role} file {path}: {ex.strerror}; check the path") from None
+    if not text.strip():
+        raise SumlabError(f"{role} file {path} is empty")
+    return text
+
+
+def json_objects(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of JSONL text; a line that is not a JSON object is one error."""
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as ex:
+            raise SumlabError(f"{path} line {lineno} is not valid JSON ({ex.msg}); fix or remove that line") from None
+        if not isinstance(record, dict):
+            raise SumlabError(f'{path} line {lineno} is not a JSON object; write one {{"field": "text"}} per line')
+        yield lineno, record
 
 
 def write_atomic(path: Path, text: str) -> None:

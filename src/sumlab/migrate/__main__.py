@@ -12,6 +12,7 @@ import yaml
 
 import sumlab
 from sumlab.core.errors import SumlabError, guarded
+from sumlab.core.io import read_user_file
 from sumlab.migrate.conf import Conf
 from sumlab.migrate.config import migrate_config
 from sumlab.migrate.plan import Plan
@@ -31,14 +32,7 @@ _Loader.add_implicit_resolver(
 
 def read_old(path: Path) -> dict[str, Any]:
     """The old file as a mapping; one line naming the problem otherwise."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SumlabError(f"{path} not found: give the old YAML config or wandb sweep file") from None
-    except UnicodeDecodeError as ex:
-        raise SumlabError(f"{path} is not UTF-8 (byte {ex.start}): re-save it as UTF-8") from None
-    except OSError as ex:
-        raise SumlabError(f"cannot read {path}: {ex.strerror}") from None
+    text = read_user_file(path, "old config")
     try:
         old = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as ex:
@@ -46,7 +40,7 @@ def read_old(path: Path) -> dict[str, Any]:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise SumlabError(f"{path} is not YAML{where}: give the old YAML config or wandb sweep file") from None
     if old is None:
-        raise SumlabError(f"{path} is empty: give the old YAML config or wandb sweep file")
+        raise SumlabError(f"{path} is empty (comments only): give the old YAML config or wandb sweep file")
     if not isinstance(old, dict):
         raise SumlabError(f"{path} holds a {type(old).__name__}, not a YAML mapping of settings: nothing to migrate")
     return old
