@@ -126,7 +126,6 @@ def _read(gguf: Path, family: str) -> tuple[Any, Any]:
             f"cannot read GGUF file {gguf} ({type(ex).__name__}: {why}): pass a llama.cpp GGUF of an architecture "
             "transformers can dequantize (Llama, Mistral, Qwen2/3, Gemma, Phi-3, ...)"
         ) from None
-    model.config.name_or_path = ""  # the GGUF's general.name otherwise, which is no path to load from
     return model, tokenizer
 
 
