@@ -89,11 +89,17 @@ def rouge_line(name: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     return scores
 
 
-def finetune(args: argparse.Namespace) -> Path:
-    """The LoRA run on the first --train dialogues (one epoch), trained here unless complete; its directory."""
+def finetuned_run(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The directory of the LoRA run on the first --train dialogues, and whether it completed."""
     run_dir = output_root() / f"smollm2-lora-dialogsum-train{args.train}"
     info = run_dir / "run.json"
-    if info.is_file() and json.loads(info.read_text()).get("status") == "completed":
+    return run_dir, info.is_file() and json.loads(info.read_text()).get("status") == "completed"
+
+
+def finetune(args: argparse.Namespace) -> Path:
+    """The LoRA run on the first --train dialogues (one epoch), trained here unless complete; its directory."""
+    run_dir, complete = finetuned_run(args)
+    if complete:
         print(f"fine-tuned run: reusing {run_dir}", flush=True)
         return run_dir
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -138,7 +144,8 @@ def compose_train(overrides: list[str], run_dir: Path) -> Any:
 
 def speed_overrides(args: argparse.Namespace) -> list[str]:
     return [f"experiment={EXPERIMENT}", f"paths.data_dir={DATA.parent}", f"data.max_train_samples={args.speed_train}",
-            "trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "test=false",
+            "data.max_eval_samples=1", "trainer.max_epochs=1", "trainer.limit_val_batches=0",
+            "trainer.num_sanity_val_steps=0", "test=false",
             "export=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "optim.warmup_ratio=0"]  # fmt: skip
 
@@ -298,8 +305,10 @@ def memory(args: argparse.Namespace, model_dir: str) -> None:
             out = Path(tmp) / (mode or "lazy")
             run_script(str(probe.relative_to(REPO)), *base, f"output.dir={out}",
                        env={"PREDICT_PROBE": mode, "PREDICT_PROBE_OUT": str(out / "peaks")})  # fmt: skip
-            ranks = sorted(json.loads(p.read_text()) for p in (out / "peaks").glob("rank*.json"))
-            peaks[name] = [r["peak_rss_mib"] for r in sorted(ranks, key=lambda r: r["rank"])]
+            ranks = sorted(
+                (json.loads(p.read_text()) for p in (out / "peaks").glob("rank*.json")), key=lambda r: r["rank"]
+            )
+            peaks[name] = [r["peak_rss_mib"] for r in ranks]
     print(f"\npredict.py, 2 DDP ranks, cached CTranslate2 conversion, model {model_dir}: peak RSS per rank (MiB)")
     for name, values in peaks.items():
         print(f"  {name}: " + ", ".join(f"rank {i} {v:.0f}" for i, v in enumerate(values)))
@@ -338,7 +347,8 @@ def main() -> int:
         last = difference(zero, tuned)
     if "train-speed" in sections:
         train_speed(args)
-    model_dir = str(run_dir) if run_dir is not None else WHEEL_GGUF
+    tuned_dir, complete = finetuned_run(args)  # the speed and memory rows run the fine-tuned model where there is one
+    model_dir = str(tuned_dir) if complete else WHEEL_GGUF
     if "predict-speed" in sections:
         predict_speed(args, model_dir)
     if "memory" in sections:
