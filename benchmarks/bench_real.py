@@ -308,10 +308,12 @@ def memory(args: argparse.Namespace, model_dir: str) -> None:
             ranks = sorted(
                 (json.loads(p.read_text()) for p in (out / "peaks").glob("rank*.json")), key=lambda r: r["rank"]
             )
-            peaks[name] = [r["peak_rss_mib"] for r in ranks]
-    print(f"\npredict.py, 2 DDP ranks, cached CTranslate2 conversion, model {model_dir}: peak RSS per rank (MiB)")
-    for name, values in peaks.items():
-        print(f"  {name}: " + ", ".join(f"rank {i} {v:.0f}" for i, v in enumerate(values)))
+            peaks[name] = ranks
+    print(f"\npredict.py, 2 DDP ranks, cached CTranslate2 conversion, model {model_dir}: per rank, peak RSS and "
+          "seconds loading the model")  # fmt: skip
+    for name, ranks in peaks.items():
+        print(f"  {name}: " + ", ".join(f"rank {r['rank']} {r['peak_rss_mib']:.0f} MiB {r['load_seconds']:.1f} s"
+                                        for r in ranks))  # fmt: skip
 
 
 def main() -> int:

@@ -7,8 +7,9 @@ PREDICT_PROBE (environment):
   no-weights      loading transformers weights raises (a rank with a cached CTranslate2 conversion must not)
   eager-weights   every rank loads the weights before generating, as predict.py did before they loaded lazily
   die-converting  the process kills itself (SIGKILL) while CTranslate2 writes the converted model
-PREDICT_PROBE_OUT: a directory; each rank writes rank<R>.json with its peak resident memory (MiB) when generation
-  is over (then a barrier: every rank's file exists before rank 0 goes on to merge and exit).
+PREDICT_PROBE_OUT: a directory; each rank writes rank<R>.json with its peak resident memory (MiB) and the seconds
+  it spent loading the model (models.loading.load, and the weights where they load then) when generation is over
+  (then a barrier: every rank's file exists before rank 0 goes on to merge and exit).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +63,13 @@ def _patch(mode: str) -> None:
 def _record_peaks(out: Path) -> None:
     import sumlab.predict.runner as runner
 
-    generate = runner.generate
+    generate, load, seconds = runner.generate, runner.load, []
+
+    def timed_load(*args: object, **kwargs: object) -> object:
+        started = time.perf_counter()
+        loaded = load(*args, **kwargs)
+        seconds.append(time.perf_counter() - started)
+        return loaded
 
     def recorded(*args: object, **kwargs: object) -> object:
         import torch.distributed as dist
@@ -70,12 +78,13 @@ def _record_peaks(out: Path) -> None:
         rank = dist.get_rank() if dist.is_initialized() else 0
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "peak_rss_mib": round(peak_mib, 1)}))
+        record = {"rank": rank, "peak_rss_mib": round(peak_mib, 1), "load_seconds": round(sum(seconds), 2)}
+        (out / f"rank{rank}.json").write_text(json.dumps(record))
         if dist.is_initialized():
             dist.barrier()
         return result
 
-    runner.generate = recorded
+    runner.load, runner.generate = timed_load, recorded
 
 
 if __name__ == "__main__":
