@@ -51,6 +51,7 @@ LONGEST_FILES = (
     "test_predict.py",
     "test_sweep_runs.py",
     "test_llm.py",
+    "test_gguf.py",
     "test_adapters.py",
     "test_resume.py",
 )
