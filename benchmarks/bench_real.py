@@ -126,7 +126,7 @@ def difference(zero: list[dict[str, Any]], tuned: list[dict[str, Any]]) -> str:
     print(f"paired bootstrap over {d.examples} dialogues: p = {d.p_value:.4f}", flush=True)
     mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
     return (f"real model: zero-shot ROUGE-L {mean_a:.4f}, fine-tuned {mean_b:.4f} "
-            f"({d.difference:+.4f}, 95% CI {d.low:+.4f}..{d.high:+.4f})")  # fmt: skip
+            f"({d.difference:+.4f}, 95% CI {d.low:.4f}..{d.high:.4f})")  # fmt: skip
 
 
 # --- train-speed ----------------------------------------------------------------------------------------
