@@ -52,6 +52,7 @@ LONGEST_FILES = (
     "test_sweep_runs.py",
     "test_mbr.py",
     "test_llm.py",
+    "test_gguf.py",
     "test_adapters.py",
     "test_resume.py",
 )

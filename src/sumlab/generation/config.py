@@ -23,7 +23,10 @@ TOKEN_IDS = (
 
 
 def model_token_ids(model: Any) -> dict[str, Any]:
-    """The model's own token ids (TOKEN_IDS; pad falls back to EOS): what a GenerationConfig keeps from the model."""
+    """The model's own token ids (TOKEN_IDS; pad falls back to EOS): what a GenerationConfig keeps from the model.
+
+    ``model``: anything with the model's ``generation_config`` and ``config`` (a model, or predict.py's
+    ``LoadedModel`` before its weights are loaded)."""
     ids = {k: getattr(model.generation_config, k, None) for k in TOKEN_IDS}
     ids = {k: v if v is not None else getattr(model.config, k, None) for k, v in ids.items()}
     if ids["pad_token_id"] is None:

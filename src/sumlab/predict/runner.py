@@ -122,9 +122,10 @@ def prepare(cfg: DictConfig, is_zero: bool) -> Job:
     cache = TokenizedCache(cfg.data, family, cfg.paths.cache_dir, overwrite=is_zero and bool(cfg.data.overwrite_cache))
     cached = cache.prepare(raw, cfg.data.split)
     rows = TokenizedCache.load(cached)
-    generation_config = build_candidate_config(cfg.generation, cfg.decoding, loaded.model)
-    choice = engines.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family, loaded.model,
-                            resolve_device(cfg.trainer.accelerator), loaded.safe_precisions)  # fmt: skip
+    generation_config = build_candidate_config(cfg.generation, cfg.decoding, loaded)  # from its config: no weights
+    choice = engines.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family,
+                            loaded.config, loaded.adapter, resolve_device(cfg.trainer.accelerator),
+                            loaded.safe_precisions)  # fmt: skip
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
     meta = {
         "model": loaded.identity,
@@ -349,7 +350,8 @@ def run_candidates(cfg: DictConfig, is_zero: bool, started: float) -> dict[str, 
         scoring.append((job.rouge_tokenizer, job.rouge_remove))
         if is_zero and not examples:
             examples = job.rows.select_columns([c for c in EXAMPLE_COLUMNS if c in job.rows.column_names]).to_list()
-        job.loaded.model = job = module = None  # the next model loads only once this one is released
+        job.loaded.release()  # the next model loads only once this one is released
+        job = module = None
         release_memory()
     if not is_zero:
         return {}

@@ -48,7 +48,7 @@ class EngineSpec:
 
 
 def prepare(cfg: DictConfig) -> EngineSpec:
-    """Load, check, convert once; the transformers model is freed before the workers start."""
+    """Load, check, convert once (the transformers weights load only when no conversion is cached)."""
     from transformers.utils import logging as hf_logging
 
     from sumlab.core.runtime import resolve_device
@@ -67,22 +67,22 @@ def prepare(cfg: DictConfig) -> EngineSpec:
             f"model.prompt.user names {{{named[0]}}}: serve.py summarizes a text alone; pass "
             "model.prompt.user='...{text}...' without other columns"
         )
-    gen = build_generation_config(cfg.generation, loaded.model)
-    missing = engines.ct2_unsupported(gen, loaded.family, loaded.model)
+    gen = build_generation_config(cfg.generation, loaded)  # from the model's config: no weights loaded yet
+    missing = engines.ct2_unsupported(gen, loaded.family, loaded.config, loaded.adapter)
     if missing is not None:
         raise SumlabError(f"serve.py runs CTranslate2, which cannot honour {missing}: change it, or use predict.py")
     device = "cuda" if resolve_device(cfg.accelerator) == "cuda" else "cpu"  # CTranslate2 runs on these two
     compute_type = engines.resolve_compute_type(str(cfg.compute_type), device, loaded.safe_precisions)
     target = engines.conversion_target(loaded, compute_type, cfg.paths.cache_dir)
-    seconds = engines.convert(loaded.model, loaded.tokenizer, target, compute_type)
+    seconds = engines.convert(lambda: loaded.model, loaded.tokenizer, target, compute_type)  # loads only if needed
     spec = EngineSpec(
         path=str(target), compute_type=compute_type, device=device, tokenizer=loaded.tokenizer,
         family=loaded.family, prefix=loaded.prefix, separator=loaded.separator, chat=loaded.chat,
-        token_ids=model_token_ids(loaded.model), defaults=OmegaConf.to_container(cfg.generation, resolve=True),
+        token_ids=model_token_ids(loaded), defaults=OmegaConf.to_container(cfg.generation, resolve=True),
         max_source_length=int(cfg.max_source_length or loaded.max_source_length or DEFAULT_MAX_SOURCE),
         engine_batch_size=int(cfg.engine_batch_size), source=loaded.source, conversion_seconds=seconds,
     )  # fmt: skip
-    del loaded, family
+    loaded.release()  # the transformers weights, if they were loaded to convert
     gc.collect()
     return spec
 
