@@ -1,5 +1,6 @@
-"""Configs are the interface: schemas (:mod:`.schema` for train.py, :mod:`.predict` for predict.py), cross-key
-rules (:mod:`.rules`), and their registration in Hydra's ConfigStore (:func:`register_configs`).
+"""Configs are the interface: schemas (:mod:`.schema` for train.py, :mod:`.predict` for predict.py, :mod:`.augment`
+for python -m sumlab.augment), cross-key rules (:mod:`.rules`), and their registration in Hydra's ConfigStore
+(:func:`register_configs`).
 
 Importing this package loads no torch: ``sumlab.setup()`` registers the schemas before Hydra parses the command line.
 """
@@ -12,16 +13,18 @@ import secrets
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from sumlab.config.augment import AugmentConfig
 from sumlab.config.predict import PredictConfig
 from sumlab.config.schema import TrainConfig
 from sumlab.core.io import digest, path_name
 
 
 def register_configs() -> None:
-    """The two schemas, named as the entry points' defaults lists name them, and the resolvers presets use."""
+    """The schemas, named as the entry points' defaults lists name them, and the resolvers presets use."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="augment_schema", node=AugmentConfig)
     resolvers = {
         # Run directories: time + pid + random, unique even for runs started in the same second.
         "sumlab_uid": (lambda: f"{os.getpid():x}{secrets.token_hex(2)}", True),
