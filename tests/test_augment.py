@@ -144,10 +144,10 @@ def test_empty_or_missing_input_is_one_line(tmp_path: Path, fake_model: Path, ca
 
 # --- end to end on tiny models ---------------------------------------------------------------------------------
 QUICK_TRAIN = [*TINY_RUN, "trainer.max_steps=8", "trainer.limit_val_batches=0", "test=false"]
-# short outputs, never empty (min_new_tokens: a barely trained model may end at once)
-SMALL = ["batch_size=4", *(f"{m}.generation.{k}={v}" for m in ("paraphrase", "summarize", "back_translation")
-                          for k, v in (("max_new_tokens", 16), ("min_new_tokens", 6))),
-         "back_translation.generation.num_beams=2"]  # fmt: skip
+# short greedy outputs (CTranslate2 runs them), never empty (min_new_tokens: a barely trained model may end at once)
+SMALL = ["batch_size=4", "back_translation.generation.num_beams=1", "paraphrase.generation.do_sample=false",
+         *(f"{m}.generation.{k}={v}" for m in ("paraphrase", "summarize", "back_translation")
+           for k, v in (("max_new_tokens", 16), ("min_new_tokens", 6)))]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,77 @@ def test_training_on_the_original_and_augmented_list(augmented: tuple[Path, Path
     train_in_process([*TINY_RUN, "trainer.limit_val_batches=1", *train], tmp_path / "run")  # one epoch
     rows = 6 + sum(report["methods"][m]["kept"] for m in ("paraphrase", "back_translation", "summarize"))
     assert f"data: tokenized train ({rows} rows" in capsys.readouterr().out
+
+
+# --- resume after a kill; several ranks ---------------------------------------------------------------------
+def back_translation(models: dict[str, Path], *extra: str) -> list[str]:
+    return ["methods=[back_translation]", f"back_translation.forward_model={models['seq2seq']}",
+            f"back_translation.backward_model={models['seq2seq']}", *SMALL, "filter.min_rouge=0", "filter.max_rouge=1",
+            "filter.min_distinct=0", *extra]  # fmt: skip
+
+
+def augment_cli(*args: str) -> subprocess.CompletedProcess:
+    return run_cli("-m", "sumlab.augment", *args, timeout=300)
+
+
+def shard_lines(step: Path) -> int:
+    return writer.count_shard_lines(step) if (step / "shards").is_dir() else 0
+
+
+@pytest.mark.slow
+def test_killed_augmentation_resumes_to_the_same_file(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """SIGKILL while the second step of back_translation generates; the same command again finishes the file that
+    an uninterrupted run writes, generating each row once and leaving the finished first step alone."""
+    n, src = 24, tmp_path / "train.jsonl"
+    write_rows(src, n)
+    args = back_translation(tiny_models, "batch_size=2")  # small batches: many shard lines
+    augment_here(src, tmp_path / "whole", *args)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "sumlab.augment", *augment_args(src, out, *args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(shard_lines(step) >= 2 for step in out.glob("predict/back_translation-backward-*")):
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "it finished before the kill: give it more rows"
+    (forward,) = out.glob("predict/back_translation-forward-*")
+    (backward,) = out.glob("predict/back_translation-backward-*")
+    assert (forward / writer.PREDICTIONS).is_file() and not (backward / writer.PREDICTIONS).exists()
+    assert not (out / "back_translation.jsonl").exists() and not (out / "augment.json").exists()
+    done, stamp = shard_lines(backward), (forward / writer.PREDICTIONS).stat().st_mtime_ns
+    assert 2 <= done < n
+
+    resumed = augment_cli(*augment_args(src, out, *args))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert read_jsonl(out / "back_translation.jsonl") == read_jsonl(tmp_path / "whole" / "back_translation.jsonl")
+    assert [r["source_id"] for r in read_jsonl(out / "back_translation.jsonl")] == [r["id"] for r in read_jsonl(src)]
+    assert (forward / writer.PREDICTIONS).stat().st_mtime_ns == stamp  # the finished step was not generated again
+    assert shard_lines(backward) == n  # every row generated once, over both runs
+    step = json.loads((out / "augment.json").read_text())["methods"]["back_translation"]["steps"][1]
+    assert (step["resumed"], step["generated_now"]) == (done, n - done)
+
+
+@pytest.mark.slow
+def test_two_ranks_write_what_one_does(tiny_models: dict[str, Path], augmented: tuple[Path, Path, dict],
+                                       tmp_path: Path) -> None:  # fmt: skip
+    """trainer.devices=2: every step of every method shared by both ranks, each row generated once; rank 0 writes
+    the files after each step's barrier. 3 rows in batches of 2: the second rank has one row."""
+    src, one, _ = augmented
+    out = tmp_path / "two"
+    args = [*all_methods(tiny_models), "filter.min_rouge=0", "filter.max_rouge=1", "filter.min_distinct=0",
+            "data.max_train_samples=3", "batch_size=2", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.strategy=ddp"]  # fmt: skip
+    res = augment_cli(*augment_args(src, out, *args))
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((out / "augment.json").read_text())
+    ids = [r["id"] for r in read_jsonl(src)][:3]
+    for method, counts in report["methods"].items():
+        assert counts["rows"] == 3 and all(s["devices"] == 2 and s["generated_now"] == 3 for s in counts["steps"])
+        rows = read_jsonl(out / counts["file"]) if counts["file"] else []
+        assert [r["source_id"] for r in rows] == ids[: len(rows)] and len(rows) == counts["kept"]
+        for step in counts["steps"]:
+            assert shard_lines(out / step["dir"]) == 3
+            assert [r["id"] for r in writer.read_predictions(out / step["dir"])] == ids

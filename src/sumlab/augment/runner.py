@@ -34,6 +34,8 @@ from sumlab.text.rouge import ROUGE_KEYS, TOKENIZERS
 
 REPORT = "augment.json"
 TAG = re.compile(r"[A-Za-z0-9_.-]+")
+STEP_KEYS = ("examples", "generated_now", "resumed", "devices", "backend", "compute_type", "samples_per_second",
+             "mean_generated_length")  # fmt: skip
 MODEL_KEYS = {  # each step's model_dir key and its predict.py model.* settings
     "back_translation": [
         ("back_translation.forward_model", "back_translation.forward"),
@@ -163,26 +165,15 @@ def method_report(
 
 
 def _step_report(step: Step, metrics: dict[str, Any], out: Path) -> dict[str, Any]:
-    keys = (
-        "examples",
-        "generated_now",
-        "resumed",
-        "devices",
-        "backend",
-        "compute_type",
-        "samples_per_second",
-        "mean_generated_length",
-    )
-    return {
-        "step": step.name,
-        "dir": str(step.dir.relative_to(out)),
-        "model_dir": step.model_dir,
-        **{k: metrics.get(k) for k in keys},
-    }
+    """What a step's metrics.json says about its generation: how many rows, how many resumed, where, how fast."""
+    where = {"step": step.name, "dir": str(step.dir.relative_to(out)), "model_dir": step.model_dir}
+    return {**where, **{key: metrics.get(key) for key in STEP_KEYS}}
 
 
 def data_report(cfg: DictConfig, rows: int) -> dict[str, Any]:
-    files = [str(p) for p in split_paths(cfg.data, "train")] if source_of(cfg.data, "train") == "files" else []
+    files = (
+        [str(p.resolve()) for p in split_paths(cfg.data, "train")] if source_of(cfg.data, "train") == "files" else []
+    )
     return {"name": cfg.data.name, "files": files, "rows": rows}
 
 
@@ -203,6 +194,6 @@ def print_summary(report: dict[str, Any], names: list[str], out: Path, seconds: 
     console.print(table)
     console.print(f"wrote {out / REPORT} in {seconds:.0f} s", markup=False, highlight=False)
     if written:
-        files = ",".join([*report["data"]["files"], *map(str, written)])
+        files = ",".join([*report["data"]["files"], *(str(path.resolve()) for path in written)])  # any data.dir
         console.print(f"train on the original and the new rows: 'data.train_file=[{files}]'", markup=False,
                       highlight=False)  # fmt: skip
