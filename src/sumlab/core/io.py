@@ -9,13 +9,15 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path, PurePath
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
+from filelock import FileLock
 from omegaconf import OmegaConf
 
 PACKAGES = (
@@ -106,6 +108,45 @@ def file_identity(path: Path) -> str:
             fh.seek(-(1 << 20), 2)
             h.update(fh.read(1 << 20))
     return f"{size}:{h.hexdigest()[:16]}"
+
+
+def file_sha256(path: Path) -> str:
+    """The full sha256 of a file, read in 1 MiB blocks (never whole into memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_dir_once(target: Path, build: Callable[[Path], None], complete: Callable[[Path], bool]) -> bool:
+    """Build the directory ``target`` unless ``complete(target)``; whether this call built it.
+
+    ``build(tmp)`` fills a temporary sibling ``.<name>.tmp-*``, renamed to ``target`` when done: a directory
+    with the final name is always complete. A file lock beside it (``.<name>.lock``, released by the kernel
+    when its holder dies) makes processes that start together (ranks, sweep workers) wait for one build, and
+    lets the builder remove the temporary siblings of a build that was killed (SIGKILL, OOM): nobody else can
+    be writing them, so they neither accumulate nor confuse a later run. ``complete`` must be cheap and true
+    only of a finished build (e.g. "its config.json exists").
+    """
+    if complete(target):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if complete(target):  # built while this process waited
+            return False
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        try:
+            build(tmp)
+            os.rename(tmp, target)
+        except OSError:
+            if not complete(target):  # a builder on another machine (no shared lock) finished first
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
 
 
 def versions() -> dict[str, str]:

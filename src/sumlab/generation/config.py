@@ -23,6 +23,8 @@ TOKEN_IDS = (
 
 
 def build_generation_config(gen: DictConfig, model: Any) -> GenerationConfig:
+    """``model``: anything with the model's ``generation_config`` and ``config`` (a model, or predict.py's
+    ``LoadedModel`` before its weights are loaded)."""
     ids = {k: getattr(model.generation_config, k, None) for k in TOKEN_IDS}
     ids = {k: v if v is not None else getattr(model.config, k, None) for k, v in ids.items()}
     if ids["pad_token_id"] is None:

@@ -45,6 +45,7 @@ from typing import Any, Optional
 import torch
 
 from sumlab.core.errors import SumlabError
+from sumlab.core.io import build_dir_once
 from sumlab.data.cache import source_column
 from sumlab.family import Causal, Seq2Seq, decode, generate_texts
 from sumlab.generation.beam_cache import fast_beam_cache
@@ -61,16 +62,20 @@ class Choice:
     reason: str  # why this backend, for metrics.json and the summary line
 
 
-def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
-    """The first setting CTranslate2 cannot honour exactly for this model, as `key=value`, else None."""
+def ct2_unsupported(gen: Any, family: str, config: Any, adapter: bool = False) -> Optional[str]:
+    """The first setting CTranslate2 cannot honour exactly for this model, as `key=value`, else None.
+
+    ``config``: the model's transformers config (its class decides what converts: no weights needed);
+    ``adapter``: the model is a peft adapter on a base, not a full model.
+    """
     try:
         from ctranslate2.converters.transformers import _MODEL_LOADERS
     except ImportError:
         return "the ctranslate2 package (pip install ctranslate2)"
     # The converter's own registry (internal, but the one list that decides what converts).
-    if type(model.config).__name__ not in _MODEL_LOADERS:
-        return f"model type {getattr(model.config, 'model_type', type(model.config).__name__)}"
-    if getattr(model, "peft_config", None):
+    if type(config).__name__ not in _MODEL_LOADERS:
+        return f"model type {getattr(config, 'model_type', type(config).__name__)}"
+    if adapter:
         return "a peft adapter model (export a merged model)"
     beams = gen.num_beams or 1  # transformers 5 leaves unset keys None
     if beams > 1 and gen.early_stopping is not True:
@@ -101,13 +106,13 @@ def resolve_compute_type(requested: str, device: str, safe_precisions: list[str]
     return "float16" if "float16" in supported and "16-mixed" in safe_precisions else "float32"
 
 
-def choose(
-    requested: str, compute_type: str, gen: Any, family: str, model: Any, device: str, safe_precisions: list[str]
-) -> Choice:
-    """Which engine runs: `auto` takes CTranslate2 where it honours everything, else hf and says why."""
+def choose(requested: str, compute_type: str, gen: Any, family: str, config: Any, adapter: bool, device: str,
+           safe_precisions: list[str]) -> Choice:  # fmt: skip
+    """Which engine runs: `auto` takes CTranslate2 where it honours everything, else hf and says why (from the
+    model's config, before any weights are loaded)."""
     if requested == "hf":
         return Choice("hf", None, "backend=hf")
-    missing = ct2_unsupported(gen, family, model)
+    missing = ct2_unsupported(gen, family, config, adapter)
     if missing is not None:
         if requested == "ctranslate2":
             raise SumlabError(f"backend=ctranslate2 cannot honour {missing}: pass backend=hf (or change the setting)")
@@ -165,46 +170,49 @@ class _TokenNames:
 
 
 def convert(model: Any, tokenizer: Any, target: Path, compute_type: str) -> float:
-    """Convert the loaded model into `target` (temp dir, then rename); seconds spent, 0 if it was cached.
+    """Convert the model into `target` once; seconds spent, 0 if it was cached.
 
-    A concurrent conversion of the same model (another node's rank on a shared disk) is harmless: the
-    first rename wins and the other copy is discarded.
+    ``model``: the transformers model, or a function that loads it, called only when the conversion is missing
+    (a rank that finds it cached never loads the weights). ``core.io.build_dir_once``: a file lock beside
+    `target` (the other ranks of the machine wait), a temporary sibling renamed when complete, and the
+    leftovers of a killed conversion removed by the next one. Concurrent conversions on machines that do not
+    share the lock (another node on a shared disk) are harmless: the first rename wins.
     """
-    if _is_complete(target):
-        return 0.0
     from ctranslate2.converters import TransformersConverter
 
-    class _Loaded(TransformersConverter):
-        # The converter loads the model itself with from_pretrained; ours may hold a .ckpt's weights, and
-        # is already in memory: hand it over as is. It reads the config from a directory: the model's own.
-        def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
-            if model.config.model_type == "bart" and not hasattr(model.config, "normalize_before"):
-                model.config.normalize_before = False  # transformers 5 dropped it; BART is post-norm
-            return model
-
-        def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
-            return _TokenNames(tokenizer)
-
     started = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        model.config.save_pretrained(tmp / "source")
-        _Loaded(str(tmp / "source")).convert(str(tmp / "model"), quantization=compute_type, force=True)
+
+    def build(tmp: Path) -> None:
+        loaded = model if isinstance(model, torch.nn.Module) else model()
+
+        class _Loaded(TransformersConverter):
+            # The converter loads the model itself with from_pretrained; ours may hold a .ckpt's weights, and
+            # is already in memory: hand it over as is. It reads the config from a directory: the model's own.
+            def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
+                if loaded.config.model_type == "bart" and not hasattr(loaded.config, "normalize_before"):
+                    loaded.config.normalize_before = False  # transformers 5 dropped it; BART is post-norm
+                return loaded
+
+            def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
+                return _TokenNames(tokenizer)
+
+        # A sibling of tmp named like it: a kill leaves nothing the next conversion does not remove.
+        source = Path(tempfile.mkdtemp(dir=tmp.parent, prefix=f"{tmp.name}-source-"))
         try:
-            os.rename(tmp / "model", target)
-        except OSError:
-            if not _is_complete(target):
-                raise
-    except SumlabError:
-        raise
-    except Exception as ex:  # the converter raises many types for a model it cannot take
-        raise SumlabError(
-            f"CTranslate2 cannot convert this model ({type(ex).__name__}: {str(ex).splitlines()[0][:200]}): "
-            "pass backend=hf"
-        ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            loaded.config.save_pretrained(source)
+            _Loaded(str(source)).convert(str(tmp), quantization=compute_type, force=True)
+        except SumlabError:
+            raise
+        except Exception as ex:  # the converter raises many types for a model it cannot take
+            raise SumlabError(
+                f"CTranslate2 cannot convert this model ({type(ex).__name__}: {str(ex).splitlines()[0][:200]}): "
+                "pass backend=hf"
+            ) from None
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+
+    if not build_dir_once(target, build, _is_complete):
+        return 0.0
     return time.perf_counter() - started
 
 

@@ -1,7 +1,8 @@
 """Build (model, tokenizer) for a model preset, top to bottom:
 
-1. the weights: a hub id or local HF directory (:mod:`.hub`, quantized when ``qlora`` says so), or a tiny
-   model built from a config with a tokenizer trained on the data (:mod:`.tiny`);
+1. the weights: a hub id or local HF directory (:mod:`.hub`, quantized when ``qlora`` says so), a llama.cpp
+   GGUF file dequantized once into a cached HF directory (:mod:`.gguf`), or a tiny model built from a config
+   with a tokenizer trained on the data (:mod:`.tiny`);
 2. the tokenizer's extras: data tags as whole tokens (:mod:`.tags`), end-of-turn tokens that stop generation;
 3. memory: gradient checkpointing;
 4. LoRA / QLoRA adapters (:mod:`.adapters`);
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 
 from sumlab.config.schema import enabled, enum_value
 from sumlab.family import end_of_turn_ids
-from sumlab.models import adapters, dropout
+from sumlab.models import adapters, dropout, gguf
 from sumlab.models.hub import load_pretrained
 from sumlab.models.tags import add_tags
 from sumlab.models.tiny import cached_tiny_tokenizer, tiny_model, train_tiny_tokenizer
@@ -55,6 +56,8 @@ def build(
         added = add_tags(None, tokenizer, tags)  # before the model exists: its vocabulary includes them
         model = tiny_model(model_cfg.tiny, tokenizer)
     else:
+        if model_cfg.get("gguf_file"):  # from here on an ordinary local HF directory
+            model_cfg = gguf.as_local(model_cfg, cache_dir)
         model, tokenizer = load_pretrained(
             model_cfg.name_or_path,
             enum_value(model_cfg.family),

@@ -26,24 +26,47 @@ def load_pretrained(
 
     ``model_kwargs`` go to the model's ``from_pretrained`` only (e.g. ``quantization_config`` from models.adapters).
     """
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tokenizer = load_tokenizer(name_or_path, revision, trust_remote_code)
+    return load_model(name_or_path, family, revision, trust_remote_code, model_kwargs), tokenizer
+
+
+def load_tokenizer(name_or_path: str, revision: Any = None, trust_remote_code: bool = False) -> Any:
+    """The tokenizer alone (with EOS as pad token when it has none)."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs, **(model_kwargs or {}))
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as ex:
-        local = Path(name_or_path).exists()
-        where = (
-            "that directory holds no loadable model"
-            if local
-            else (
-                "it is neither a local directory nor in the Hugging Face cache, and the hub is unreachable "
-                "(gated models also need HF_TOKEN in the environment)"
-            )
-        )
-        raise SumlabError(
-            f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "
-            "set model.name_or_path to a local HF directory, or download it where there is internet"
-        ) from None
+        raise _unloadable(name_or_path, ex) from None
     if tokenizer.pad_token is None:  # GPT-2 and Llama 3 have none; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    family: str,
+    revision: Any = None,
+    trust_remote_code: bool = False,
+    model_kwargs: Optional[dict[str, Any]] = None,
+) -> Any:
+    """The model's weights (the expensive part: predict.py loads them only where they are needed)."""
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code, **(model_kwargs or {})}
+    try:
+        return FAMILIES[family].auto_model.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as ex:
+        raise _unloadable(name_or_path, ex) from None
+
+
+def _unloadable(name_or_path: str, ex: Exception) -> SumlabError:
+    local = Path(name_or_path).exists()
+    where = (
+        "that directory holds no loadable model"
+        if local
+        else (
+            "it is neither a local directory nor in the Hugging Face cache, and the hub is unreachable "
+            "(gated models also need HF_TOKEN in the environment)"
+        )
+    )
+    return SumlabError(
+        f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "
+        "set model.name_or_path to a local HF directory, or download it where there is internet"
+    )

