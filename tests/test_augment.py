@@ -142,6 +142,14 @@ def test_empty_or_missing_input_is_one_line(tmp_path: Path, fake_model: Path, ca
     assert not out.exists() or not [p for p in out.rglob("*") if p.suffix in (".jsonl", ".json")]
 
 
+@pytest.mark.slow
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    """Through `python -m sumlab.augment`: Hydra's own errors (an unknown key) are one line too."""
+    res = run_cli("-m", "sumlab.augment", "paraphrase.temperature=0.9", f"output.dir={tmp_path}", timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    the_error_line(res.stderr, "paraphrase.temperature")
+
+
 # --- end to end on tiny models ---------------------------------------------------------------------------------
 QUICK_TRAIN = [*TINY_RUN, "trainer.max_steps=8", "trainer.limit_val_batches=0", "test=false"]
 # short greedy outputs (CTranslate2 runs them), never empty (min_new_tokens: a barely trained model may end at once)
@@ -255,7 +263,7 @@ def shard_lines(step: Path) -> int:
 def test_killed_augmentation_resumes_to_the_same_file(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """SIGKILL while the second step of back_translation generates; the same command again finishes the file that
     an uninterrupted run writes, generating each row once and leaving the finished first step alone."""
-    n, src = 24, tmp_path / "train.jsonl"
+    n, src = 16, tmp_path / "train.jsonl"
     write_rows(src, n)
     args = back_translation(tiny_models, "batch_size=2")  # small batches: many shard lines
     augment_here(src, tmp_path / "whole", *args)

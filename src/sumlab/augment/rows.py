@@ -24,7 +24,6 @@ from sumlab.predict import writer
 from sumlab.text.rouge import score_pair
 
 VERDICTS = ("kept", "too_similar", "unrelated", "empty", "degenerate")  # every generated row gets one
-PROVENANCE = ("source_id", "method", "model")
 DISTINCT_N = 3  # loops repeat word 3-grams; a real dialogue or summary rarely does
 
 
@@ -35,8 +34,9 @@ def distinct_share(text: str, n: int = DISTINCT_N) -> float:
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
-def judge(new: str, old: str, rules: DictConfig) -> tuple[str, Optional[float]]:
-    """One of VERDICTS for a generated text against the text it replaces, and its ROUGE F1 (None if not scored)."""
+def judge(new: str, old: str, rules: Any) -> tuple[str, Optional[float]]:
+    """One of VERDICTS for a generated text against the text it replaces, and its ROUGE F1 (None if not scored);
+    ``rules``: the filter.* settings."""
     if not any(ch.isalnum() for ch in new):
         return "empty", None
     if distinct_share(new) < rules.min_distinct:
@@ -60,46 +60,37 @@ def predictions(out: Path) -> Iterator[dict[str, Any]]:
 def write_method(cfg: DictConfig, method: Method, rows: datasets.Dataset, out: Path) -> dict[str, Any]:
     """<out>/<method>.jsonl from the rows and the method's last step (none if no row is kept); the counts of each
     verdict."""
-    data = OmegaConf.create(method.steps[0].data)
     generated = predictions(method.steps[-1].dir)
-    id_column = cfg.data.id_column or "id"
+    id_column, rules = cfg.data.id_column or "id", OmegaConf.to_object(cfg.filter)  # plain attributes: read per row
     counts: Counter[str] = Counter()
     scores: list[float] = []
     path = out / f"{method.name}.jsonl"
     with atomic_file(path) as f:
-        start = 0
-        for batch in rows.iter(batch_size=1000):
-            size = len(batch[data.text_column])
-            ids = normalize(batch, range(start, start + size), data, with_references=False)["id"]
-            start += size
-            for source_id, row in zip(
-                ids, (dict(zip(batch, v, strict=True)) for v in zip(*batch.values())), strict=True
-            ):
-                new = _next_for(generated, source_id, method).strip()
-                verdict, score = judge(new, row[method.column] or "", cfg.filter)
-                counts[verdict] += 1
-                if verdict != "kept":
-                    continue
+        for source_id, row in originals(rows, OmegaConf.create(method.steps[0].data)):
+            new = _next_for(generated, source_id, method).strip()
+            verdict, score = judge(new, row[method.column] or "", rules)
+            counts[verdict] += 1
+            if verdict == "kept":
                 scores.append(score)
-                row.update(
-                    {
-                        id_column: f"{source_id}#{method.tag}",
-                        method.column: new,
-                        "source_id": source_id,
-                        "method": method.name,
-                        "model": method.model,
-                    }
-                )
+                row.update({id_column: f"{source_id}#{method.tag}", method.column: new, "source_id": source_id,
+                            "method": method.name, "model": method.model})  # fmt: skip
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         _next_for(generated, None, method)
     if not scores:  # an empty file would stop a training run that lists it: none at all
         path.unlink()
-    return {
-        "file": path.name if scores else None,
-        "rows": start,
-        **{v: counts[v] for v in VERDICTS},
-        f"mean_{cfg.filter.metric}_kept": round(sum(scores) / len(scores), 4) if scores else None,
-    }
+    mean = round(sum(scores) / len(scores), 4) if scores else None
+    return {"file": path.name if scores else None, "rows": sum(counts.values()), **{v: counts[v] for v in VERDICTS},
+            f"mean_{cfg.filter.metric}_kept": mean}  # fmt: skip
+
+
+def originals(rows: datasets.Dataset, data: DictConfig) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(id as predict.py gave it, the row with every column), in input order, read a batch at a time."""
+    start = 0
+    for batch in rows.iter(batch_size=1000):
+        size = len(batch[data.text_column])
+        ids = normalize(batch, range(start, start + size), data, with_references=False)["id"]
+        start += size
+        yield from zip(ids, (dict(zip(batch, values, strict=True)) for values in zip(*batch.values())), strict=True)
 
 
 def _next_for(generated: Iterator[dict[str, Any]], source_id: Optional[str], method: Method) -> str:
