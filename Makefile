@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate serve bench-predict bench-memory bench-data bench-train bench-packing bench-mbr bench-serve bench-real
+.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate augment serve bench-predict bench-memory bench-data bench-train bench-packing bench-mbr bench-serve bench-real
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -79,6 +79,9 @@ compare:  ## is B better than A, or noise? paired bootstrap per ROUGE key: make 
 
 migrate:  ## an old YAML config or wandb sweep file -> conf/experiment or conf/sweeper: make migrate OLD=old/config.yaml [ARGS="--name NAME --force"]
 	$(PY) -m sumlab.migrate $(OLD) $(ARGS)
+
+augment:  ## new training rows (back_translation, paraphrase, summarize) with provenance, filtered by ROUGE: make augment ARGS="data=dialogsum methods=[paraphrase] paraphrase.model_dir=..."
+	$(PY) -m sumlab.augment $(ARGS)
 
 results:  ## one leaderboard (CSV + Markdown, best first) over every run and sweep under outputs/ and multirun/
 	$(PY) -m sumlab.sweep.results $(ROOTS)

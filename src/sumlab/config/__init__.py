@@ -1,5 +1,6 @@
 """Configs are the interface: schemas (:mod:`.schema` for train.py, :mod:`.predict` for predict.py, :mod:`.serve`
-for serve.py), cross-key rules (:mod:`.rules`), and their registration in Hydra's ConfigStore
+for serve.py, :mod:`.augment` for python -m sumlab.augment), cross-key rules (:mod:`.rules`), and their
+registration in Hydra's ConfigStore
 (:func:`register_configs`).
 
 Importing this package loads no torch: ``sumlab.setup()`` registers the schemas before Hydra parses the command line.
@@ -14,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import ListConfig, OmegaConf
 
+from sumlab.config.augment import AugmentConfig
 from sumlab.config.predict import PredictConfig
 from sumlab.config.schema import TrainConfig
 from sumlab.config.serve import ServeConfig
@@ -33,6 +35,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="augment_schema", node=AugmentConfig)
     resolvers = {
         # Run directories: time + pid + random, unique even for runs started in the same second.
         "sumlab_uid": (lambda: f"{os.getpid():x}{secrets.token_hex(2)}", True),

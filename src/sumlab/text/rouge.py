@@ -252,24 +252,33 @@ def remove_tokens(text: str, tokens: Sequence[str]) -> str:
 
 
 def score_pair(
-    prediction: str, reference: str, tokenizer: str = "default", remove: Sequence[str] = ()
+    prediction: str,
+    reference: str,
+    tokenizer: str = "default",
+    remove: Sequence[str] = (),
+    keys: Sequence[str] = ROUGE_KEYS,
 ) -> dict[str, float]:
-    """ROUGE F1 in [0, 1] for each of ROUGE_KEYS; an empty side scores 0. ``remove``: tokens taken out of both
-    texts first (metrics.remove_tokens). The per-pair utility: MBR and the corpus scores below use it."""
+    """ROUGE F1 in [0, 1] for each of ``keys`` (ROUGE_KEYS); an empty side scores 0. ``remove``: tokens taken out of
+    both texts first (metrics.remove_tokens). The per-pair utility: MBR and the corpus scores below use it. Asking
+    for rouge1/rouge2 only skips the LCS, which is quadratic in the length (a dialogue against a dialogue)."""
     if remove:
         prediction, reference = remove_tokens(prediction, remove), remove_tokens(reference, remove)
     if tokenizer == ROUGE_PKG:
-        return _rouge_pkg_pair(prediction, reference)
+        return {key: value for key, value in _rouge_pkg_pair(prediction, reference).items() if key in keys}
     tokenize_fn = _get_tokenizer(tokenizer)
     pred, ref = tokenize_fn(prediction), tokenize_fn(reference)
-    pred_sents = [tokenize_fn(s) for s in split_sentences(prediction)]
-    ref_sents = [tokenize_fn(s) for s in split_sentences(reference)]
-    return {
-        "rouge1": _ngram_score(pred, ref, 1).fmeasure,
-        "rouge2": _ngram_score(pred, ref, 2).fmeasure,
-        "rougeL": _lcs_score(pred, ref).fmeasure,
-        "rougeLsum": _summary_lcs_score(pred_sents, ref_sents).fmeasure,
+    scores = {
+        "rouge1": lambda: _ngram_score(pred, ref, 1).fmeasure,
+        "rouge2": lambda: _ngram_score(pred, ref, 2).fmeasure,
+        "rougeL": lambda: _lcs_score(pred, ref).fmeasure,
+        "rougeLsum": lambda: (
+            _summary_lcs_score(
+                [tokenize_fn(s) for s in split_sentences(prediction)],
+                [tokenize_fn(s) for s in split_sentences(reference)],
+            ).fmeasure
+        ),
     }
+    return {key: scores[key]() for key in keys}
 
 
 def score_references(
