@@ -145,6 +145,14 @@ def _is_complete(path: Path) -> bool:
     return (path / "model.bin").is_file() and (path / "config.json").is_file()
 
 
+# Config keys the converter reads that transformers 5 no longer defines (hub config.json files still carry them):
+# BART is post-norm; Pegasus is pre-norm, without a layer norm on its embeddings.
+LEGACY_CONFIG_KEYS = {
+    "bart": {"normalize_before": False},
+    "pegasus": {"normalize_before": True, "normalize_embedding": False},
+}
+
+
 class _TokenNames:
     """The tokenizer as the converter reads it: a tiny GPT-2 tokenizer has no BOS/UNK names, which CTranslate2's
     config requires (GPT-2's own uses <|endoftext|> for all three)."""
@@ -178,8 +186,9 @@ def convert(model: Any, tokenizer: Any, target: Path, compute_type: str) -> floa
         # The converter loads the model itself with from_pretrained; ours may hold a .ckpt's weights, and
         # is already in memory: hand it over as is. It reads the config from a directory: the model's own.
         def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
-            if model.config.model_type == "bart" and not hasattr(model.config, "normalize_before"):
-                model.config.normalize_before = False  # transformers 5 dropped it; BART is post-norm
+            for key, value in LEGACY_CONFIG_KEYS.get(model.config.model_type, {}).items():
+                if not hasattr(model.config, key):
+                    setattr(model.config, key, value)
             return model
 
         def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
@@ -286,9 +295,24 @@ class CT2Engine:
             results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options)
             sequences = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
         else:
-            sequences = [r.sequences_ids[0] for r in self.engine.generate_batch(tokens, **self.options)]
+            sequences = self._generate_causal(tokens)
         lengths = [sum(1 for t in s if t not in self.special) for s in sequences]
         return decode(self.tokenizer, sequences), lengths
+
+    def _generate_causal(self, prompts: list[list[str]]) -> list[list[int]]:
+        """generate_batch; with beams, one call per prompt length. CTranslate2's beam search over prompts of
+        unequal lengths lets a longer prompt change a shorter one's result (a search that stops alone goes on
+        in the batch and may end on another hypothesis: seen on a tiny Qwen3 with its real vocabulary), while
+        prompts of one length give transformers' results."""
+        groups: dict[int, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(len(prompt) if self.options["beam_size"] > 1 else 0, []).append(i)
+        sequences: list[list[int]] = [[] for _ in prompts]
+        for members in groups.values():
+            results = self.engine.generate_batch([prompts[i] for i in members], **self.options)
+            for i, result in zip(members, results, strict=True):
+                sequences[i] = result.sequences_ids[0]
+        return sequences
 
 
 def cpu_threads() -> int:

@@ -44,6 +44,11 @@ def load_pretrained(
             f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "
             "set model.name_or_path to a local HF directory, or download it where there is internet"
         ) from None
-    if tokenizer.pad_token is None:  # GPT-2 and Llama 3 have none; EOS is the usual stand-in
+    return model, pad_as_eos(tokenizer)
+
+
+def pad_as_eos(tokenizer: Any) -> Any:
+    """The tokenizer with a pad token: GPT-2 and Llama 3 have none; EOS is the usual stand-in."""
+    if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
