@@ -23,6 +23,10 @@ tests/test_predict_backends.py, fp32 outputs equal), the mapping below says how 
 - min_new_tokens = min_decoding_length / min_length (EOS masked before it): equal in greedy search; in beam
   search HF masks EOS after log_softmax and CTranslate2 before it (renormalising the rest), which changed
   1 of 16 tiny GPT-2 outputs: not supported with beams.
+- beam search of decoder-only models: with prompts of unequal lengths in one generate_batch call, a
+  prompt's result can depend on the longer prompts beside it (seen on a tiny Qwen3 with its real vocabulary:
+  a hypothesis one token longer won), while prompts of one length each get their result alone, equal to
+  transformers'. So beams go to CTranslate2 one prompt length at a time (greedy search is unaffected).
 - sampling: top_k, top_p and temperature map one to one (CTranslate2 seeds with set_random_seed);
   samples are not the same draws as torch's, so sampled text differs from hf's while following the
   same distribution. Beam sampling (do_sample with num_beams > 1) is not supported.
@@ -300,10 +304,7 @@ class CT2Engine:
         return decode(self.tokenizer, sequences), lengths
 
     def _generate_causal(self, prompts: list[list[str]]) -> list[list[int]]:
-        """generate_batch; with beams, one call per prompt length. CTranslate2's beam search over prompts of
-        unequal lengths lets a longer prompt change a shorter one's result (a search that stops alone goes on
-        in the batch and may end on another hypothesis: seen on a tiny Qwen3 with its real vocabulary), while
-        prompts of one length give transformers' results."""
+        """generate_batch; with beams, one call per prompt length (see the module docstring)."""
         groups: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(len(prompt) if self.options["beam_size"] > 1 else 0, []).append(i)
