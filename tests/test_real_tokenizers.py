@@ -5,8 +5,9 @@ these tests skip). Each family trains once (module fixture) on one synthetic dia
 summary (cut to ``data.max_target_length``) and the end-of-sequence or end-of-turn token after it, then predicts that
 dialogue and another. Checked per family: the exported tokenizer is the real one, sources and labels carry the
 family's prefix, BOS and EOS (KoBART's added by sumlab), tags are whole tokens, chat prompts render with thinking off
-and a fixed date and decode to the answer only, and predict.py writes the same text with ``backend=ctranslate2``
-(fp32) as with ``backend=hf``, greedy and with 4 beams.
+and a fixed date and decode to the answer only, and CTranslate2 (fp32) writes the same text as transformers: greedy
+through predict.py (``backend=ctranslate2`` vs ``backend=hf``), 4 beams through predict.py's engines. Qwen2.5 (the
+vocabulary and architecture of Qwen3, with its own template) is built and its tokens checked, not trained.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ needs_tokenizers = pytest.mark.skipif(
     not TOKENIZERS.is_dir(), reason=f"the real tokenizers are not here ({TOKENIZERS}: ../shared is absent in CI)"
 )
 FAMILIES = {  # tokenizer folder -> (tiny model preset, extra overrides)
-    "t5": ("tiny_t5", []),
+    "t5": ("tiny_t5", ["optim.lr=3e-2"]),  # its tied output layer is scaled down by d_model ** -0.5: learns slower
     "bart": ("tiny_bart", []),
     "kobart": ("tiny_bart", []),
     "pegasus": ("tiny_pegasus", []),
@@ -60,7 +61,7 @@ TRAIN = [*DATA, "data.max_train_samples=1", "data.batch_size=1", "model.tiny.d_m
          "model.tiny.num_layers=1", "model.tiny.num_heads=2", "model.tiny.num_kv_heads=null", "model.tiny.dropout=0.0",
          "optim.lr=2e-2", "optim.eps=1e-3", "optim.scheduler=constant", "trainer.max_epochs=30",
          "trainer.limit_val_batches=0", "test=false", "~callbacks.last_checkpoint", "trainer.enable_progress_bar=false",
-         "logger=csv"]  # fmt: skip
+         "trainer.log_every_n_steps=1", "logger=csv"]  # fmt: skip
 MAX_NEW = "generation.max_new_tokens=8"  # twice the taught summary: a model that does not stop shows
 PREDICT = [*DATA, "data.split=train", "generation=greedy", MAX_NEW, "trainer.enable_progress_bar=false"]
 BACKENDS = ("hf", "ctranslate2")
