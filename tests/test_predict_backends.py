@@ -100,7 +100,8 @@ def test_causal_beams_reach_ctranslate2_one_prompt_length_at_a_time() -> None:
     for beams, expected_calls in ((4, [[3, 3], [1], [2]]), (1, [[3, 1, 3, 2]])):
         calls: list[list[int]] = []
         engine.options = {"beam_size": beams}
-        assert engine._generate_causal(prompts) == [[3, ord("a")], [1, ord("b")], [3, ord("c")], [2, ord("d")]]
+        results = engine._generate_batch(prompts)
+        assert [r.sequences_ids[0] for r in results] == [[3, ord("a")], [1, ord("b")], [3, ord("c")], [2, ord("d")]]
         assert calls == expected_calls
 
 

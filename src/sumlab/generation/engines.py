@@ -299,21 +299,22 @@ class CT2Engine:
             results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options)
             sequences = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
         else:
-            sequences = self._generate_causal(tokens)
+            sequences = [r.sequences_ids[0] for r in self._generate_batch(tokens)]
         lengths = [sum(1 for t in s if t not in self.special) for s in sequences]
         return decode(self.tokenizer, sequences), lengths
 
-    def _generate_causal(self, prompts: list[list[str]]) -> list[list[int]]:
-        """generate_batch; with beams, one call per prompt length (see the module docstring)."""
+    def _generate_batch(self, prompts: list[list[str]], **extra: Any) -> list[Any]:
+        """Generator.generate_batch's results in input order; with beams, one call per prompt length (see the
+        module docstring)."""
         groups: dict[int, list[int]] = {}
         for i, prompt in enumerate(prompts):
             groups.setdefault(len(prompt) if self.options["beam_size"] > 1 else 0, []).append(i)
-        sequences: list[list[int]] = [[] for _ in prompts]
+        results: list[Any] = [None] * len(prompts)
         for members in groups.values():
-            results = self.engine.generate_batch([prompts[i] for i in members], **self.options)
-            for i, result in zip(members, results, strict=True):
-                sequences[i] = result.sequences_ids[0]
-        return sequences
+            batch = self.engine.generate_batch([prompts[i] for i in members], **self.options, **extra)
+            for i, result in zip(members, batch, strict=True):
+                results[i] = result
+        return results
 
 
 def cpu_threads() -> int:
