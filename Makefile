@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 TORCH_WHEEL := $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 
-.PHONY: install train test test-fast lint bench clean sweep results predict bench-predict bench-memory bench-data bench-train
+.PHONY: install train test test-fast lint bench clean sweep results predict compare migrate serve bench-predict bench-memory bench-data bench-train bench-packing bench-mbr bench-serve
 
 install:  ## create .venv and install sumlab with every extra (CPU torch pinned by constraints.txt)
 	python3 -m venv .venv
@@ -14,27 +14,38 @@ train:  ## the offline default end to end: tiny T5 on synthetic dialogues (about
 	$(PY) train.py $(ARGS)
 
 TEST_WORKERS ?= 2
-test:  ## the whole suite (what CI runs) on TEST_WORKERS pytest-xdist processes, whole files each (TEST_WORKERS=0: one process)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
+test:  ## the whole suite (what CI runs) on TEST_WORKERS pytest-xdist processes, whole files each (TEST_WORKERS=0: one process); the 15 slowest listed
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(ARGS)
 
 lint:  ## ruff (lint + format check) and the import layers (lint-imports; contracts in pyproject.toml)
 	.venv/bin/ruff check src tests benchmarks *.py
 	.venv/bin/ruff format --check src tests benchmarks *.py
 	.venv/bin/lint-imports
 
-test-fast:  ## skip the tests that train or spawn processes
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+test-fast:  ## skip the tests that train or spawn processes (slow): none of the rest takes over about 2 s
+	$(PY) -m pytest -q -m "not slow" --durations=10 $(ARGS)
 
 predict:  ## summarize a split: make predict MODEL_DIR=outputs/train/<run> [ARGS="data=dialogsum generation=greedy"]
 	$(PY) predict.py model_dir=$(MODEL_DIR) $(ARGS)
 
-bench: bench-predict bench-memory bench-data bench-train  ## every benchmark (results go in BENCHMARKS.md)
+serve:  ## the API and the page on 127.0.0.1:8000: make serve MODEL_DIR=outputs/train/<run> [ARGS="port=8080 workers_per_device=2"]; no MODEL_DIR: the Explore tab alone
+	$(PY) serve.py $(if $(MODEL_DIR),model_dir=$(MODEL_DIR)) $(ARGS)
+
+bench: bench-predict bench-memory bench-data bench-train bench-mbr bench-serve  ## every benchmark (results go in BENCHMARKS.md; bench-train includes bench-packing)
 
 bench-predict:  ## naive HF loop vs predict.py (hf, ctranslate2) vs raw CTranslate2: offline default T5 and tiny_llama (trained or reused); MODEL_DIR=<dialogsum run> for DialogSum test [ARGS="--sections llm"]
 	$(PY) benchmarks/bench_predict.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(ARGS)
 
+bench-mbr:  ## MBR decoding vs beam 4 on 200 DialogSum dev dialogues: n-best and sampled candidates (16, 32), the offline default model and the LoRA SmolLM2 of bench-real, an ensemble of both; ROUGE diffs with paired bootstrap CIs [ARGS="--dev 20 --candidates 4"]
+	$(PY) benchmarks/bench_mbr.py $(ARGS)
+
 bench-train:  ## train.py vs transformers' Seq2SeqTrainer on DialogSum (small_t5, 512 dialogues, 1 epoch, beams-4 validation), then tiny_llama tokens/s with and without data.packing [ARGS="--sections llm" or "--train 2000"]
 	$(PY) benchmarks/bench_train.py $(ARGS)
+
+bench-packing:  ## tiny_llama training tokens/s with and without data.packing, on the default length-grouped batches and in file order [ARGS="--examples 64 --repeats 2"]
+	$(PY) benchmarks/bench_packing.py $(ARGS)
+bench-serve:  ## serve.py on loopback: req/s and p50/p99 at 1/4/16 clients, dynamic batching vs batch 1, memory, every answer its own (offline default model, trained or reused) [ARGS="--dialogues 16 --requests-per-client 2"]
+	$(PY) benchmarks/bench_serve.py $(ARGS)
 
 bench-memory:  ## peak memory, trainable params, checkpoint size, step time: full vs LoRA vs QLoRA, t5-base-sized (ARGS="--size large --device cuda" on a GPU)
 	$(PY) benchmarks/bench_memory.py $(ARGS)
@@ -58,6 +69,12 @@ sweep:  ## Optuna sweep: make sweep [SWEEP=model_comparison_sweep] [WORKERS=4] [
 	  pids="$$pids $$!"; \
 	done; \
 	status=0; for p in $$pids; do wait $$p || status=$$?; done; exit $$status
+
+compare:  ## is B better than A, or noise? paired bootstrap per ROUGE key: make compare A=<run or predict dir> B=<...> [C=<...>] [ARGS="--top 20"]
+	$(PY) -m sumlab.compare $(A) $(B) $(C) $(ARGS)
+
+migrate:  ## an old YAML config or wandb sweep file -> conf/experiment or conf/sweeper: make migrate OLD=old/config.yaml [ARGS="--name NAME --force"]
+	$(PY) -m sumlab.migrate $(OLD) $(ARGS)
 
 results:  ## one leaderboard (CSV + Markdown, best first) over every run and sweep under outputs/ and multirun/
 	$(PY) -m sumlab.sweep.results $(ROOTS)

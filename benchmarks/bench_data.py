@@ -14,9 +14,12 @@ for the DataLoader, and the private memory (RssAnon from /proc/self/status) that
 - new: sources.load_raw + the tokenized cache (Dataset.map, memory-mapped Arrow), cold (empty cache),
   warm (cache present) and cold with data.preprocessing_num_workers=2.
 
+The warm measurement (a fresh process on the built cache, what every rank and trial runs) is cheap and
+repeated ``--repeats`` times (default 3: median and min-max); each cold build runs once (minutes each).
+
     python benchmarks/bench_data.py                  # 50,000 rows
     python benchmarks/bench_data.py --rows 5000      # a quick run
-Last line: `data: <B> private bytes/token, warm/cold <R>` (B: a warm process, the one every rank and trial runs).
+Last line: `data: <B> private bytes/token, warm/cold <R> (...); <machine>` (B: a warm process).
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import random
 import resource
 import subprocess
@@ -33,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from figures import machine, median_range  # this directory is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum" / "train.jsonl"
@@ -155,6 +158,7 @@ def run_measure(args: argparse.Namespace, path: str, cache: Path, workers: int |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000, help="corpus rows (CNN/DailyMail train has 287k)")
+    parser.add_argument("--repeats", type=int, default=3, help="warm measurements (fresh processes)")
     parser.add_argument("--measure", choices=("baseline", "new"), help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer-dir", type=Path, help=argparse.SUPPRESS)
@@ -180,23 +184,24 @@ def main() -> None:
         size = args.corpus.stat().st_size
         print(
             f"corpus: {args.rows} rows, {size / 2**20:.0f} MiB JSONL, built in {time.perf_counter() - started:.0f} s; "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
+            f"{machine()}",
             flush=True,
         )
         base = run_measure(args, "baseline", tmp / "unused", None)
         cold = run_measure(args, "new", tmp / "cache1", None)
-        warm = run_measure(args, "new", tmp / "cache1", None)
+        warms = [run_measure(args, "new", tmp / "cache1", None) for _ in range(args.repeats)]
         cold2 = run_measure(args, "new", tmp / "cache2", 2)
     print(f"tokens kept: baseline {base['tokens']}, new {cold['tokens']}")
-    print("| path | cold s (CPU s) | warm s (CPU s) | private bytes/token: cold process | warm process |")
+    print("| path | cold s (CPU s) | warm s: median (min-max) | private bytes/token: cold process | warm process |")
     print("|---|---|---|---|---|")
     print(
         f"| baseline (pandas + lists) | {base['seconds']} ({base['cpu_seconds']}) | no cache: = cold | "
         f"{base['bytes_per_token']} | = cold |"
     )
+    warm_s, warm_bytes = [w["seconds"] for w in warms], [w["bytes_per_token"] for w in warms]
     print(
-        f"| datasets cache, 1 process | {cold['seconds']} ({cold['cpu_seconds']}) | "
-        f"{warm['seconds']} ({warm['cpu_seconds']}) | {cold['bytes_per_token']} | {warm['bytes_per_token']} |"
+        f"| datasets cache, 1 process | {cold['seconds']} ({cold['cpu_seconds']}) | {median_range(warm_s)} | "
+        f"{cold['bytes_per_token']} | {median_range(warm_bytes)} |"
     )
     print(
         f"| datasets cache, preprocessing_num_workers=2 | {cold2['seconds']} ({cold2['cpu_seconds']}) | - | "
@@ -204,10 +209,10 @@ def main() -> None:
     )
     print(
         f"new/baseline cold wall: {cold['seconds'] / base['seconds']:.2f}x (1 process), "
-        f"{cold2['seconds'] / base['seconds']:.2f}x (2 workers); "
-        f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"{cold2['seconds'] / base['seconds']:.2f}x (2 workers); cold builds: 1 run each, no spread"
     )
-    print(f"data: {warm['bytes_per_token']} private bytes/token, warm/cold {warm['seconds'] / cold['seconds']:.3f}")
+    print(f"data: {median_range(warm_bytes)} private bytes/token in a warm process ({len(warms)} runs), warm/cold "
+          f"{median_range([w / cold['seconds'] for w in warm_s], 3)} (cold: 1 run); {machine()}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ optimizer state, as sumlab's checkpoints hold) and median step time.
 
     python benchmarks/bench_memory.py                 # t5-base-sized, CPU
     python benchmarks/bench_memory.py --size large    # t5-large-sized (GPU: add --device cuda)
+
+One process per method, measured once: peak memory is a property of the run, not a timing, so it is given
+without a spread; step times are the median (min-max) of the steps after the first. Last line:
+``memory: QLoRA peak <q>% of full fine-tuning, LoRA <l>% (...); <machine>``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from figures import machine, median_range  # this directory is on sys.path when a script here runs
 
 SIZES = {  # T5Config keywords of the real checkpoints' shapes
     "small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
@@ -100,7 +106,8 @@ def measure(method: str, base: Path, device: str, steps: int, batch: int, source
         "method": method, "device": device, "trainable_params": trainable, "total_params": total,
         "peak_rss_mib": round(peak_rss_mib(), 1), "rss_after_load_mib": round(loaded_rss, 1),
         "peak_rss_load_mib": round(load_peak, 1), "checkpoint_mib": round(ckpt_bytes / 2**20, 2),
-        "step_seconds": round(statistics.median(times[1:] or times), 3), "load_seconds": round(load_seconds, 2),
+        "step_seconds": round(statistics.median(times[1:] or times), 3), "step_times": times[1:] or times,
+        "load_seconds": round(load_seconds, 2),
         "loss": round(loss.item(), 3),
     }  # fmt: skip
     if device == "cuda":
@@ -112,7 +119,8 @@ def table(rows: list[dict], gpu: bool) -> str:
     full = rows[0]
     mem_key = "cuda_max_allocated_mib" if gpu else "peak_rss_mib"
     head = (
-        "| method | peak memory (MiB) | vs full | after load (MiB) | trainable params | checkpoint (MiB) | step (s) |"
+        "| method | peak memory (MiB) | vs full | after load (MiB) | trainable params | checkpoint (MiB) | "
+        "step s: median (min-max) |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -121,9 +129,20 @@ def table(rows: list[dict], gpu: bool) -> str:
             f"| {name} | {r[mem_key]:,.0f} | {100 * r[mem_key] / full[mem_key]:.0f}% | "
             f"{r['rss_after_load_mib']:,.0f} | "
             f"{r['trainable_params']:,} ({100 * r['trainable_params'] / r['total_params']:.2f}%) | "
-            f"{r['checkpoint_mib']:,.2f} | {r['step_seconds']:.2f} |"
+            f"{r['checkpoint_mib']:,.2f} | {median_range(r['step_times'])} |"
         )
     return "\n".join(lines)
+
+
+NAMES = {"none": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+
+
+def figure_line(rows: list[dict], gpu: bool, steps: int) -> str:
+    """Each adapter method's peak memory as a share of the first row's (full fine-tuning by default)."""
+    key = "cuda_max_allocated_mib" if gpu else "peak_rss_mib"
+    shares = [f"{NAMES[r['method']]} peak {100 * r[key] / rows[0][key]:.0f}%" for r in rows[1:]]
+    return (f"memory: {', '.join(shares) or 'one method only'} of {NAMES[rows[0]['method']]} ({key}; one process "
+            f"per method, measured once: no spread; {steps} steps each); {machine()}")  # fmt: skip
 
 
 def main() -> None:
@@ -162,6 +181,7 @@ def main() -> None:
     print(table(rows, args.device == "cuda"))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print(figure_line(rows, args.device == "cuda", args.steps))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """predict.py's engines against the loops users write: samples per second, beams 4 and greedy, fp32 and int8.
 
 Rows, on the same model, inputs, generation settings and CPU threads (load and conversion excluded):
-  (1) naive HF loop: inputs in file order, batch 8, each batch padded to its longest, ``model.generate``
-  (2) sumlab ``predict.py backend=hf`` (length buckets, beam-cache speed-up, shards, merge)
-  (3) sumlab ``predict.py backend=ctranslate2`` (what ``auto`` picks here)
-  (4) plain CTranslate2 as its documentation shows: ``translate_batch`` over all inputs with ``max_batch_size``
+  (1)  naive HF loop: inputs in file order, batch 8, each batch padded to its longest, ``model.generate``
+  (1b) the same loop at predict.py's batch size (16): what sorting and the engine add beyond batch size
+  (2)  sumlab ``predict.py backend=hf`` (length buckets, beam-cache speed-up, shards, merge)
+  (3)  sumlab ``predict.py backend=ctranslate2`` (what ``auto`` picks here)
+  (4)  plain CTranslate2 as its documentation shows: ``translate_batch`` over all inputs with ``max_batch_size``
 Conversion time is measured separately, into a fresh directory. Every row counts its outputs that
 differ from (2) (fp32 CTranslate2 should differ in none).
+
+Timing: every row first runs once untimed on its first ``--warmup`` inputs (thread pools, allocator,
+kernel caches), then ``--repeats`` times (default 3) on all inputs; the row order rotates on each repeat,
+so no row always runs first and a slow spell of the machine hits every row alike. Each row reports the
+median samples/s with its min-max range; ratios are ratios of medians, with the range of the per-repeat
+ratios beside them, and the goal lines below use them.
 
 Sections (``--sections seq2seq,llm``, default both): ``seq2seq`` on the offline default T5 (rows as above);
 ``llm`` on tiny_llama with its chat-template prompts, where (4) is CTranslate2's ``Generator.generate_batch``
@@ -20,24 +27,25 @@ Without --model-dir (--llm-model-dir) it reuses a completed run of ``python trai
 model=tiny_llama trainer.max_epochs=1 test=false``: one epoch, so its answers end at the end-of-turn token
 rather than run to the length limit) under outputs/train (same config fingerprint), or trains one. The
 llm section runs first and prints ``llm <mode> fp32: ctranslate2 / hf = <(3)/(2)>x ...``; with the seq2seq
-section the last two lines read ``predict speedup vs baseline: <(3)/(1)>x`` and ``predict speed vs raw
-ctranslate2: <(3)/(4)>x`` (seq2seq, beams 4, fp32).
+section the last two lines read ``predict speedup vs baseline: <(3)/(1)>x (...)`` and ``predict speed vs raw
+ctranslate2: <(3)/(4)>x (...); <machine>`` (seq2seq, beams 4, fp32).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from figures import machine, median_range, ratio  # this directory is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM_TEST = REPO.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
@@ -165,8 +173,63 @@ def raw_generator(cfg: Any, loaded: Any, examples: list[dict], options: dict[str
     return dict(zip((e["id"] for e in examples), texts, strict=True)), time.perf_counter() - started
 
 
-def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], data: Any) -> dict[str, dict[str, float]]:
-    """Rows (1)-(4) per mode on one model; per mode: fp32 ratios, fp32 CTranslate2 outputs differing from hf."""
+Row = Callable[[int], tuple[dict, float]]  # run(n): (outputs by id, samples/s) over the first n examples
+
+
+def row_runners(cfg: Any, overrides: list[str], examples: list[dict], compute_types: list[str],
+                converted: dict[str, Path], raw_loop: str, threads: int, tmp: Path) -> dict[str, Row]:  # fmt: skip
+    """Row name -> run(n): (outputs by id, samples/s) over the first n examples (all of them, or the warm-up's)."""
+
+    def naive(batch_size: int) -> Row:
+        def go(n: int) -> tuple[dict, float]:
+            out, seconds = naive_hf(cfg, examples[:n], batch_size)
+            return out, n / seconds
+
+        return go
+
+    def ours(extra: list[str], name: str) -> Row:
+        def go(n: int) -> tuple[dict, float]:
+            args = [o for o in overrides if not o.startswith("data.max_predict_samples=")]
+            out, metrics = sumlab_predict([*args, *extra, f"data.max_predict_samples={n}"], tmp / f"{name}-{n}")
+            return out, metrics["samples_per_second"]
+
+        return go
+
+    def raw(ct: str) -> Row:
+        def go(n: int) -> tuple[dict, float]:
+            out, seconds = raw_ctranslate2(cfg, examples[:n], converted[ct], ct, threads)
+            return out, n / seconds
+
+        return go
+
+    rows = {
+        "(1) naive HF loop, batch 8": naive(8),
+        f"(1b) naive HF loop, batch {SUMLAB_BATCH} (predict.py's)": naive(SUMLAB_BATCH),
+        "(2) sumlab backend=hf": ours(["backend=hf"], "hf"),
+    }
+    for ct in compute_types:
+        rows[f"(3) sumlab backend=ctranslate2 {ct}"] = ours(["backend=ctranslate2", f"compute_type={ct}"], ct)
+        rows[f"(4) raw CTranslate2 {raw_loop} {ct}"] = raw(ct)
+    return rows
+
+
+def time_rows(rows: dict[str, Row], n: int, warmup: int,
+              repeats: int) -> tuple[dict[str, list[float]], dict[str, dict]]:  # fmt: skip
+    """One untimed warm-up per row (its first `warmup` inputs), then `repeats` timed runs, the row order rotating."""
+    names = list(rows)
+    for name in names:
+        rows[name](min(warmup, n))
+    speeds: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, dict] = {}
+    for repeat in range(repeats):  # a slow spell of the machine hits every row alike, and no row always goes first
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            outputs[name], sps = rows[name](n)
+            speeds[name].append(sps)
+    return speeds, outputs
+
+
+def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], data: Any) -> dict[str, dict[str, Any]]:
+    """Rows per mode on one model; per mode: fp32 speeds of (1), (2), (3), (4), fp32 CTranslate2 outputs differing."""
     from sumlab.data.sources import load_split
     from sumlab.generation import engines as backends
     from sumlab.models.loading import load
@@ -182,12 +245,11 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
     )  # fields: a chat prompt's other columns
     threads = backends.cpu_threads()  # what predict.py gives CTranslate2: torch's pool size
     print(f"{len(examples)} examples ({data}); model {model_dir}; torch {torch.__version__} and CTranslate2 "
-          f"{__import__('ctranslate2').__version__} with {threads} threads; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+          f"{__import__('ctranslate2').__version__} with {threads} threads; {machine()}", flush=True)  # fmt: skip
 
     compute_types = ["float32"] + ([] if args.no_int8 else ["int8"])
     converted: dict[str, Path] = {}
-    summary: dict[str, dict[str, float]] = {}
+    summary: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for ct in compute_types:
             # A fresh load per conversion: CTranslate2's Llama/Qwen/Gemma converters delete the layers they
@@ -201,37 +263,20 @@ def bench_model(args: argparse.Namespace, model_dir: Path, common: list[str], da
         for mode in args.modes.split(","):
             overrides = [*common, f"generation={mode}"]
             cfg, n = compose(overrides), len(examples)
-            speeds: dict[str, list[float]] = {}
-            outputs: dict[str, dict[str, str]] = {}
-            for _ in range(args.repeats):  # rows alternate, so a burst of load hits every row alike
-                naive, naive_s = naive_hf(cfg, examples)
-                hf, hf_m = sumlab_predict([*overrides, "backend=hf"], Path(tmp) / f"{mode}-hf")
-                measured = [
-                    ("(1) naive HF loop, batch 8", n / naive_s, naive),
-                    ("(2) sumlab backend=hf", hf_m["samples_per_second"], hf),
-                ]
-                for ct in compute_types:
-                    ours, m = sumlab_predict(
-                        [*overrides, "backend=ctranslate2", f"compute_type={ct}"], Path(tmp) / f"{mode}-{ct}"
-                    )
-                    raw, raw_s = raw_ctranslate2(cfg, examples, converted[ct], ct, threads)
-                    measured += [(f"(3) sumlab backend=ctranslate2 {ct}", m["samples_per_second"], ours),
-                                 (f"(4) raw CTranslate2 {raw_loop} {ct}", n / raw_s, raw)]  # fmt: skip
-                for name, sps, out in measured:
-                    speeds.setdefault(name, []).append(sps)
-                    outputs[name] = out
+            rows = row_runners(cfg, overrides, examples, compute_types, converted, raw_loop, threads, Path(tmp) / mode)
+            speeds, outputs = time_rows(rows, n, args.warmup, args.repeats)
+            names = list(rows)
             median = {name: statistics.median(v) for name, v in speeds.items()}
-            names = list(speeds)
-            hf = outputs[names[1]]
+            hf = outputs[names[2]]
             differing = {name: sum(outputs[name][e["id"]] != hf[e["id"]] for e in examples) for name in names}
-            ours = median[names[2]]  # (3) fp32
-            summary[mode] = {"vs_naive": ours / median[names[0]], "vs_raw": ours / median[names[3]],
-                             "vs_hf": ours / median[names[1]], "differing": differing[names[2]], "n": n}  # fmt: skip
-            print(f"\n{mode}, {n} examples, median of {args.repeats} (outputs differing from (2) sumlab hf fp32):")
+            fp32 = {"naive": speeds[names[0]], "naive_batch": speeds[names[1]], "hf": speeds[names[2]],
+                    "ours": speeds[names[3]], "raw": speeds[names[4]]}  # fmt: skip
+            summary[mode] = {**fp32, "differing": differing[names[3]], "n": n}
+            print(f"\n{mode}, {n} examples; samples/s: median (min-max) of {args.repeats} runs after 1 warm-up "
+                  f"each, row order rotated; x (1) on medians; outputs differing from (2) sumlab hf fp32:")  # fmt: skip
             for name in names:
-                spread = f" ({min(speeds[name]):.1f}-{max(speeds[name]):.1f})" if args.repeats > 1 else ""
                 print(
-                    f"  {name:42s} {median[name]:8.2f} samples/s{spread}  x{median[name] / median[names[0]]:6.2f}"
+                    f"  {name:48s} {median_range(speeds[name]):>26s}  x{median[name] / median[names[0]]:6.2f}"
                     f" vs (1)  differing {differing[name]}/{n}",
                     flush=True,
                 )
@@ -250,7 +295,8 @@ def main() -> int:
     ap.add_argument("--synthetic", type=int, default=1000, help="synthetic test dialogues for the default models")
     ap.add_argument("--modes", default="beam4,greedy")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
-    ap.add_argument("--repeats", type=int, default=1, help="run every row N times, alternating; report medians")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (order rotating); medians, ranges")
+    ap.add_argument("--warmup", type=int, default=64, help="inputs of each row's one untimed warm-up run")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for every row (default: torch's, all cores)")
     args = ap.parse_args()
     sections = args.sections.split(",")
@@ -279,15 +325,17 @@ def main() -> int:
         results[section] = bench_model(args, model_dir, common, data)
 
     for mode, r in results.get("llm", {}).items():
-        print(f"llm {mode} fp32: ctranslate2 / hf = {r['vs_hf']:.2f}x, (3)/(1) = {r['vs_naive']:.2f}x, (3)/(4) = "
-              f"{r['vs_raw']:.2f}x; ctranslate2 outputs differing from hf: {r['differing']}/{r['n']}")  # fmt: skip
+        print(f"llm {mode} fp32: ctranslate2 / hf = {ratio(r['ours'], r['hf'])}; (3)/(1) = "
+              f"{ratio(r['ours'], r['naive'])}; (3)/(4) = {ratio(r['ours'], r['raw'])}; ctranslate2 outputs "
+              f"differing from hf: {r['differing']}/{r['n']}")  # fmt: skip
     if "seq2seq" in results:
         ratios = results["seq2seq"]
         for mode, r in ratios.items():
-            print(f"{mode} fp32: (3)/(1) = {r['vs_naive']:.2f}x, (3)/(4) = {r['vs_raw']:.2f}x")
-        main_mode = "beam4" if "beam4" in ratios else next(iter(ratios))
-        print(f"predict speedup vs baseline: {ratios[main_mode]['vs_naive']:.2f}x")
-        print(f"predict speed vs raw ctranslate2: {ratios[main_mode]['vs_raw']:.2f}x")
+            print(f"{mode} fp32: (3)/(1) = {ratio(r['ours'], r['naive'])}, (3)/(1b) = "
+                  f"{ratio(r['ours'], r['naive_batch'])}, (3)/(4) = {ratio(r['ours'], r['raw'])}")  # fmt: skip
+        r = ratios["beam4" if "beam4" in ratios else next(iter(ratios))]
+        print(f"predict speedup vs baseline: {ratio(r['ours'], r['naive'])}")
+        print(f"predict speed vs raw ctranslate2: {ratio(r['ours'], r['raw'])}; {machine()}")
     return 0
 
 

@@ -50,6 +50,7 @@ LONGEST_FILES = (
     "test_train.py",
     "test_predict.py",
     "test_sweep_runs.py",
+    "test_mbr.py",
     "test_llm.py",
     "test_adapters.py",
     "test_resume.py",
@@ -95,6 +96,17 @@ def train_in_process(overrides: list[str], run_dir: Path) -> tuple[float, DictCo
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
     return run(cfg), cfg
+
+
+def epoch_tokens(cfg: DictConfig) -> tuple[int, int]:
+    """(real source + target tokens in one pass over the training split, batches per epoch): what a run's
+    train_tokens counts per epoch (every example once on one process), and its optimizer steps per epoch."""
+    from sumlab.train.runner import build_module, load_splits
+
+    _, datamodule, _ = build_module(cfg, load_splits(cfg))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return int(datamodule.lengths("train").sum()), len(datamodule.train_dataloader())
 
 
 def run_cli(

@@ -86,6 +86,7 @@ def test_trains_after_validation_pass(arch: str, method: str, tmp_path: Path) ->
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05 and losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow
 def test_avx512bf16_guard(tmp_path: Path) -> None:
     """Every 4-bit layer is guarded; an unguarded one is repacked by an eval forward on CPUs with AVX512-BF16."""
     import bitsandbytes as bnb
@@ -209,6 +210,7 @@ def test_qlora_local_model_with_added_tags(tmp_path: Path) -> None:
     assert json.loads((out / "adapter" / adapters.META_FILE).read_text())["base"] == str(tmp_path / "local")
 
 
+@pytest.mark.slow  # over 2 s (make test-fast)
 def test_gradient_checkpointing_with_adapters(tmp_path: Path) -> None:
     _, module, datamodule, _ = build("t5", "lora", tmp_path, "model.gradient_checkpointing=true")
     base = module.model.get_base_model()

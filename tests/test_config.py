@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import CONF, compose_config
 from omegaconf import OmegaConf
@@ -103,3 +105,19 @@ def test_secrets_redacted_but_tokenizer_keys_kept(tmp_path) -> None:
     out = SECRET_LINE.sub(r"\1'***'", text)
     assert "tokenizer: kiwi" in out and "max_new_tokens: 64" in out
     assert "hf_abc" not in out and "sk-1" not in out
+
+
+def test_outputs_get_the_permissions_of_a_plain_file(tmp_path: Path) -> None:
+    """Atomic writes and temp-then-rename directories must not keep mkstemp's private 0600/0700 modes."""
+    import os
+
+    from sumlab.core.io import temp_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        built = temp_dir(tmp_path / "cache", ".tmp-")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert built.stat().st_mode & 0o777 == 0o755

@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from conftest import compose_config
+from conftest import TINY_RUN, compose_config, train_in_process
 from omegaconf import OmegaConf
 
 from sumlab.config.schema import DataConfig
@@ -253,3 +253,135 @@ def test_hub_offline_and_missing_split_are_one_line(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(datasets, "load_dataset", no_split)
     with pytest.raises(SumlabError, match=r"dataset EdinburghNLP/xsum has no split 'dev': set data.validation_split"):
         load_raw(OmegaConf.merge(cfg, {"validation_split": "dev"}), "validation")
+
+
+# --- several training files (original + augmented) --------------------------------------------------
+
+AUGMENTED = [{"id": f"{r['id']}#bt1", "dialogue": r["dialogue"] + " (paraphrased)", "summary": r["summary"],
+              "topic": r["topic"], "source_id": r["id"], "method": "back_translation", "model": "opus-mt-ko-en"}
+             for r in ROWS[:3]]  # fmt: skip
+
+
+def two_files(tmp_path: Path, augmented: list[dict] = AUGMENTED) -> OmegaConf:
+    pd.DataFrame(ROWS).to_csv(tmp_path / "train.csv", index=False)
+    write_jsonl(tmp_path / "augmented.jsonl", augmented)
+    return data_cfg(tmp_path / "train.csv", train_file=["train.csv", "augmented.jsonl"])
+
+
+def test_train_file_list_reads_the_files_as_one_split_without_provenance(tmp_path: Path) -> None:
+    cfg = two_files(tmp_path)
+    assert load_split(cfg, "train") == expected(ROWS) + expected(AUGMENTED)
+    raw = load_raw(cfg, "train")
+    assert sorted(raw.column_names) == ["dialogue", "id", "summary", "topic"]  # source_id, method, model left out
+    templated = load_split(OmegaConf.merge(cfg, {"source_template": "{topic}: {text}"}), "train")
+    assert templated[-1]["text"] == f"{AUGMENTED[-1]['topic']}: {AUGMENTED[-1]['dialogue']}"
+    # a template may name a provenance column only where every file has it: the original has none
+    with pytest.raises(SumlabError, match=r"names 'method', not a column of .*train\.csv"):
+        load_raw(OmegaConf.merge(cfg, {"source_template": "{method}: {text}"}), "train")
+    assert len(load_raw(OmegaConf.merge(cfg, {"max_train_samples": 6}), "train")) == 6  # the first N of all rows
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_train_file_list_ids_become_text_and_a_string_still_works(tmp_path: Path, streaming: bool) -> None:
+    numbered = [{**r, "id": 100 + i} for i, r in enumerate(AUGMENTED)]  # JSON numbers next to the CSV's text ids
+    cfg = OmegaConf.merge(two_files(tmp_path, numbered), {"streaming": streaming})
+    assert [e["id"] for e in load_split(cfg, "train")][-3:] == ["100", "101", "102"]
+    assert load_split(OmegaConf.merge(cfg, {"train_file": "train.csv"}), "train") == expected(ROWS)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"summary": None}, r"column 'summary' \(data.summary_column\) not in .*augmented\.jsonl"),
+        ({"id": None}, r"column 'id' \(data.id_column\) not in .*augmented\.jsonl, though .*train\.csv has it"),
+        ({"id": "d1"}, r"id 'd1' .* is in both .*train\.csv and .*augmented\.jsonl"),
+    ],
+    ids=["missing-summary", "missing-ids", "same-id"],
+)
+def test_train_file_list_errors_name_the_file(tmp_path: Path, change: dict, needle: str) -> None:
+    rows = [{k: v for k, v in {**r, **change}.items() if v is not None} for r in AUGMENTED[:1]]
+    with pytest.raises(SumlabError, match=needle):
+        load_raw(two_files(tmp_path, rows), "train")
+
+
+def test_train_file_list_in_the_config(tmp_path: Path) -> None:
+    from sumlab.config.rules import validate
+
+    cfg = compose_config(["data=files", "data.train_file=[a.csv,b.jsonl]"], run_dir=tmp_path)
+    validate(cfg)
+    assert sources.split_paths(cfg.data, "train") == [Path("a.csv"), Path("b.jsonl")]
+    with pytest.raises(SumlabError, match=r"data\.train_file=\[\] is not a file"):
+        validate(compose_config(["data=files", "data.train_file=[]"], run_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_training_on_the_original_and_an_augmented_file(tmp_path: Path) -> None:
+    from sumlab.data import synthetic
+
+    original = synthetic.generate_split("train", 24, 0)
+    provenance = {"method": "paraphrase", "model": "SmolLM2"}
+    augmented = [{**row, "id": f"{row['id']}#aug1", "dialogue": row["dialogue"].replace(".", " !"),
+                  "source_id": row["id"], **provenance} for row in original[:12]]  # fmt: skip
+    write_jsonl(tmp_path / "train.jsonl", original)
+    write_jsonl(tmp_path / "augmented.jsonl", augmented)
+    write_jsonl(tmp_path / "dev.jsonl", synthetic.generate_split("validation", 6, 0))
+    files = ["data=files", "data.name=two_files", f"data.dir={tmp_path}", "data.validation_file=dev.jsonl",
+             "data.train_file=[train.jsonl,augmented.jsonl]", "test=false", "export=false"]  # fmt: skip
+    _, cfg = train_in_process([*TINY_RUN, *files], tmp_path / "run")
+    (cache,) = Path(cfg.paths.cache_dir, "data").glob("two_files-train-*")
+    assert json.loads((cache / "meta.json").read_text())["rows"] == 36  # both files, provenance left out
+
+
+# --- what a run says about its splits before any work -------------------------------------------------------------
+
+
+def test_training_names_what_each_split_is_scored_against(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A reference column the validation split lacks (a typo) falls back to data.summary_column: training says so
+    per scored split, so the fallback is never silent."""
+    from sumlab.train.runner import load_splits
+
+    write_jsonl(tmp_path / "train.jsonl", ROWS)
+    write_jsonl(tmp_path / "dev.jsonl", ROWS)
+    write_jsonl(tmp_path / "test.jsonl", [{**r, "refs": [r["summary"], "other"]} for r in ROWS])
+    files = ["data=files", f"data.dir={tmp_path}", "data.train_file=train.jsonl", "data.validation_file=dev.jsonl"]
+    cfg = compose_config([*files, "data.reference_columns=[a_typo]"], run_dir=tmp_path)
+    load_splits(cfg)
+    out = capsys.readouterr().out
+    assert (
+        "data: validation is scored against 'summary' (data.summary_column); it has none of data.reference_columns "
+        "['a_typo']"
+    ) in out.splitlines()
+    cfg = compose_config([*files, "data.test_file=test.jsonl", "data.reference_columns=[refs]"], run_dir=tmp_path)
+    load_splits(cfg)
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "data: validation is scored against 'summary' (data.summary_column); it has none of data.reference_columns "
+        "['refs']"
+    ) in lines
+    assert "data: test is scored against data.reference_columns ['refs']" in lines
+
+
+def test_hub_preset_without_its_test_file_names_test_false(tmp_path: Path, monkeypatch) -> None:
+    """data=cnn_dailymail with local train/validation files and data.test_file=null: the test split goes to the hub;
+    offline, the one line names test=false (no test split) beside data.test_file."""
+    from sumlab.train.runner import load_splits
+
+    (tmp_path / "cnn_dailymail").mkdir()
+    news = [{"id": r["id"], "article": r["dialogue"], "highlights": r["summary"]} for r in ROWS]
+    for name in ("train.jsonl", "validation.jsonl"):
+        write_jsonl(tmp_path / "cnn_dailymail" / name, news)
+
+    local = datasets.load_dataset
+
+    def offline(name, *args, **kwargs):  # local files still load (datasets' json builder)
+        if name == "abisee/cnn_dailymail":
+            raise ConnectionError("Couldn't reach 'abisee/cnn_dailymail' on the Hub (LocalEntryNotFoundError)")
+        return local(name, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    overrides = ["data=cnn_dailymail", f"paths.data_dir={tmp_path}", "data.test_file=null"]
+    with pytest.raises(SumlabError) as ex:
+        load_splits(compose_config(overrides, run_dir=tmp_path))
+    assert "data.test_file=" in str(ex.value) and "test=false" in str(ex.value) and "\n" not in str(ex.value)
+    splits = load_splits(compose_config([*overrides, "test=false"], run_dir=tmp_path))
+    assert set(splits) == {"train", "validation"}  # and no hub call

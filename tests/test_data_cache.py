@@ -135,3 +135,23 @@ def test_streaming_yields_the_cached_rows_without_a_cache(tmp_path: Path, tokeni
     streamed.trainer = None
     with pytest.raises(SumlabError, match="not available with data.streaming=true"):
         streamed.lengths("train")
+
+
+def test_any_file_of_a_train_file_list_changes_the_key(tmp_path: Path, tokenizer) -> None:
+    from test_data import AUGMENTED
+
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    augmented = write_jsonl(tmp_path / "augmented.jsonl", AUGMENTED)
+    cache, files = tmp_path / "cache", {"train_file": [path.name, augmented.name]}
+    first = module(path, cache, tokenizer, **files)
+    first.prepare_data()
+    assert sorted(first.cache.built) == ["train", "validation"]
+    assert len(first.tokenized("train")) == len(ROWS) + len(AUGMENTED)
+    same = module(path, cache, tokenizer, **files)
+    same.prepare_data()
+    assert same.cache.built == []
+    # only a provenance column changed: the tokens would be the same, but a changed file is never assumed so
+    write_jsonl(augmented, [{**r, "model": "another-model"} for r in AUGMENTED])
+    again = module(path, cache, tokenizer, **files)
+    again.prepare_data()
+    assert again.cache.built == ["train"]  # the validation file did not change

@@ -125,6 +125,7 @@ def test_attention_function_matches_sdpa(mask_kind: str, monkeypatch: pytest.Mon
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_recomputes_the_same_masks() -> None:
     model = dropout.enable(_models()["t5"]).train()
     checkpointed = copy.deepcopy(model)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow  # every test runs train.py in a process of its own
+
 
 @pytest.fixture(scope="module")
 def train_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator:

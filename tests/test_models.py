@@ -3,6 +3,7 @@ length-grouped batches work; the optimizer leaves biases and norms undecayed."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
@@ -30,15 +31,23 @@ def test_checkpoint_generation_defaults_never_leak(tmp_path) -> None:
     assert gen.decoder_start_token_id == model.config.decoder_start_token_id  # token ids are kept
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains(tmp_path) -> None:
     _, module, datamodule, _ = _module(tmp_path, "model.gradient_checkpointing=true", "model.tiny.dropout=0.0")
     assert module.model.is_gradient_checkpointing
     batch = next(iter(datamodule.train_dataloader()))
     module.model.train()
-    loss = module.family.loss(module.model, batch, 0.1)
-    loss.backward()
-    grads = [p.grad for p in module.model.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+    def gradients() -> list[torch.Tensor]:
+        module.model.zero_grad(set_to_none=True)
+        module.family.loss(module.model, batch, 0.1).backward()
+        return [p.grad.clone() for p in module.model.parameters() if p.requires_grad]
+
+    recomputed = gradients()
+    module.model.gradient_checkpointing_disable()
+    stored = gradients()  # activations kept: the gradients checkpointing must reproduce
+    assert len(recomputed) == len(stored) and all(g.abs().sum() > 0 for g in stored)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(recomputed, stored, strict=True))
 
 
 def test_group_by_length_pads_less(tmp_path) -> None:
@@ -70,6 +79,7 @@ def test_no_weight_decay_on_biases_and_norms(tmp_path) -> None:
     names = {id(p): n for n, p in module.model.named_parameters()}
     decayed = {names[id(p)] for p in opt.param_groups[0]["params"]}
     undecayed = {names[id(p)] for p in opt.param_groups[1]["params"]}
-    assert opt.param_groups[0]["weight_decay"] > 0 and opt.param_groups[1]["weight_decay"] == 0
+    decay = module.optim["weight_decay"]  # the default, > 0, or the test could not tell the groups apart
+    assert decay > 0 and (opt.param_groups[0]["weight_decay"], opt.param_groups[1]["weight_decay"]) == (decay, 0)
     assert any("layer_norm" in n for n in undecayed) and any(n.endswith("bias") for n in undecayed)
     assert not any("layer_norm" in n or n.endswith("bias") for n in decayed)

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, TINY_RUN, compose_config
 from test_train import _load_best, _validate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _free_port() -> int:

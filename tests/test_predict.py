@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import ROOT, compose_config, run_cli
 from omegaconf import OmegaConf
 
 from sumlab.data.bucketing import BucketBatchSampler, length_batches, padding_fraction
 from sumlab.predict import writer
 from sumlab.predict.writer import read_predictions
+from sumlab.text.rouge import score_corpus
 
 N = 11  # odd, and not a multiple of the batch size
 BACKENDS = ("ctranslate2", "hf")
@@ -83,6 +87,21 @@ def predict_here(out: Path, *overrides: str) -> dict:
     return run(compose_config([*BASE, *overrides, f"output.dir={out}", f"paths.run_dir={out}"], config_name="predict"))
 
 
+def source_lengths(run: Path, n: int = N) -> list[int]:
+    """Token ids per synthetic test input as the run's model reads them (prefix and tags included)."""
+    from sumlab.data import synthetic
+    from sumlab.family import make_family
+    from sumlab.models.loading import load
+
+    cfg = compose_config([*BASE, f"model_dir={run}"], config_name="predict")
+    loaded = load(str(run), cfg.model, cfg.paths.cache_dir)
+    family = make_family(loaded.family, loaded.tokenizer, loaded.prefix, loaded.separator)
+    limits = (cfg.data.max_source_length, cfg.data.max_target_length)
+    return [
+        len(family.features(r["dialogue"], None, *limits)["input_ids"]) for r in synthetic.generate_split("test", n, 42)
+    ]
+
+
 def synthetic_ids(n: int = N) -> list[str]:
     from sumlab.data import synthetic
 
@@ -128,10 +147,11 @@ def test_merge_restores_input_order_and_checks_ids(tmp_path: Path) -> None:
 
 
 # --- end to end ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_path: Path, backend: str) -> None:
     sorted_metrics = predict_here(tmp_path / "sorted", f"model_dir={t5_run}", f"backend={backend}")
-    predict_here(
+    plain_metrics = predict_here(
         tmp_path / "plain", f"model_dir={t5_run}", "sort_by_length=false", "batch_size=1", f"backend={backend}"
     )
     assert sorted_metrics["backend"] == backend
@@ -139,10 +159,19 @@ def test_bucketed_order_restored_and_outputs_match_unsorted(t5_run: Path, tmp_pa
     assert [r["id"] for r in a] == synthetic_ids()
     assert a == b  # every prediction sits next to its own id and reference
     assert len({r["prediction"] for r in a}) > 1  # a model that says one thing would prove nothing
-    assert set(sorted_metrics["rouge"]) >= {"rouge1", "rouge2", "rougeL", "rougeLsum"}
-    for key in ("samples_per_second", "generated_tokens_per_second", "mean_generated_length", "padding_fraction"):
-        assert sorted_metrics[key] is not None
+    assert sorted_metrics["rouge"] == score_corpus([r["prediction"] for r in a], [r["reference"] for r in a])
     assert json.loads((tmp_path / "sorted" / "metrics.json").read_text())["examples"] == N
+    # the speed and length figures are what the outputs and batches say
+    generated = [record["gen_len"] for record in writer.read_shards(tmp_path / "sorted").values()]
+    assert len(generated) == N
+    assert 0 < min(generated) and max(generated) <= 12  # generation.max_new_tokens
+    assert sorted_metrics["mean_generated_length"] == round(sum(generated) / N, 2)
+    seconds = sorted_metrics["predict_seconds"]
+    assert sorted_metrics["samples_per_second"] * seconds == pytest.approx(N, rel=0.02)
+    assert sorted_metrics["generated_tokens_per_second"] * seconds == pytest.approx(sum(generated), rel=0.02)
+    lengths = source_lengths(t5_run, N)
+    assert sorted_metrics["padding_fraction"] == round(padding_fraction(lengths, length_batches(lengths, 3)), 4) > 0
+    assert plain_metrics["padding_fraction"] == 0.0  # batches of one are never padded
 
 
 DDP2 = ("trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp")
@@ -236,28 +265,38 @@ def test_two_node_loopback_equals_one_process(t5_run: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
-    """Resuming is the runner's (shards, ids, the rows still to do), same for both engines: tested on the default."""
-    backend = "ctranslate2"
+def test_sigkilled_run_resumes_without_regenerating(t5_run: Path, tmp_path: Path) -> None:
+    """predict.py killed with SIGKILL at whatever it is doing once some lines are written (generating, writing a
+    line, syncing), then run again: every id exactly once, the outputs of an uninterrupted run, nothing generated
+    twice. Resuming is the runner's (shards, ids, the rows still to do), the same for both engines: the default."""
+    n = 100  # one per batch: generation lasts long enough (a second or more) to be caught in the middle
+    args = (f"model_dir={t5_run}", f"data.synthetic_sizes.test={n}", "batch_size=1")
     full = tmp_path / "full"
-    assert predict_here(full, f"model_dir={t5_run}", f"backend={backend}")["examples"] == N
+    assert predict_here(full, *args)["examples"] == n
     out = tmp_path / "resumed"
-    args = (*BASE, f"model_dir={t5_run}", f"output.dir={out}", f"backend={backend}")
-    killed = predict_cli(*args, env={writer.CRASH_ENV: "2"})
-    assert killed.returncode != 0
-    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "predict.py", *BASE, *args, f"output.dir={out}"], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while writer.count_shard_lines(out) < n // 10:
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-2000:]  # ended before it could be killed
+        assert time.monotonic() < deadline, "predict.py wrote no prediction within 300 s"
+        time.sleep(0.002)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
     done_before = writer.count_shard_lines(out)
-    assert done_before == 6  # two batches of 3
+    assert n // 10 <= done_before < n
+    assert not (out / "predictions.jsonl").exists() and not (out / "metrics.json").exists()
     with open(out / "shards" / "rank0.jsonl", "a") as f:
-        f.write('{"id": "synthetic_test_00000", "pred')  # and a line the kill cut short
-    resumed = predict_cli(*args)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+        f.write('{"id": "synthetic_test_00000", "pred')  # a line cut short by a kill, whether or not this one cut one
+    metrics = predict_here(out, *args)
+    assert [r["id"] for r in read_predictions(out)] == synthetic_ids(n)  # every id exactly once, in input order
     assert read_predictions(out) == read_predictions(full)
-    assert writer.count_shard_lines(out) == N  # nothing generated twice
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["resumed"], metrics["generated_now"]) == (6, N - 6)
+    assert writer.count_shard_lines(out) == n  # nothing generated twice
+    assert (metrics["resumed"], metrics["generated_now"]) == (done_before, n - done_before)
 
 
+@pytest.mark.slow
 def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     predict_here(tmp_path, f"model_dir={t5_run}")
     before = (tmp_path / "predictions.jsonl").stat().st_mtime_ns
@@ -268,6 +307,7 @@ def test_complete_output_kept_unless_overwrite(t5_run: Path, tmp_path: Path, cap
     assert predict_here(tmp_path, f"model_dir={t5_run}", "output.overwrite=true")["generated_now"] == N
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_csv_output_without_references(t5_run: Path, tmp_path: Path, backend: str) -> None:
     src = tmp_path / "in.jsonl"
@@ -284,6 +324,7 @@ def test_csv_output_without_references(t5_run: Path, tmp_path: Path, backend: st
     assert all("reference" not in r for r in jsonl) and [r["prediction"] for r in jsonl] == [r[1] for r in table[1:]]
 
 
+@pytest.mark.slow
 def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path) -> None:
     predict_here(tmp_path / "run", f"model_dir={t5_run}")
     predict_here(tmp_path / "ckpt", f"model_dir={t5_run / 'checkpoints' / 'last.ckpt'}")
@@ -292,6 +333,7 @@ def test_checkpoint_and_export_dir_predict_the_same(t5_run: Path, tmp_path: Path
     assert read_predictions(tmp_path / "ckpt") == ref == read_predictions(tmp_path / "export")
 
 
+@pytest.mark.slow
 def test_max_predict_samples_limits_any_split(t5_run: Path, tmp_path: Path) -> None:
     predict_here(tmp_path / "out", f"model_dir={t5_run}", "data.split=validation", "data.max_predict_samples=3")
     from sumlab.data import synthetic
@@ -311,6 +353,7 @@ def test_causal_model(tmp_path: Path) -> None:
     )  # new tokens only
 
 
+@pytest.mark.slow
 def test_fast_beam_cache_leaves_beam_outputs_unchanged(t5_run: Path, tmp_path: Path) -> None:
     a = predict_here(
         tmp_path / "fast", f"model_dir={t5_run}", "generation=beam4", "generation.max_new_tokens=12", "backend=hf"
@@ -341,6 +384,7 @@ def test_bad_model_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "no such file" in _fails(tmp_path / "o3", capsys, f"model_dir={tmp_path / 'missing' / 'run'}")
 
 
+@pytest.mark.slow
 def test_data_without_text_column_and_empty_input(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": 1, "text": "hello"}) + "\n")
@@ -351,6 +395,17 @@ def test_data_without_text_column_and_empty_input(t5_run: Path, tmp_path: Path, 
     assert "empty" in _fails(tmp_path / "o2", capsys, f"model_dir={t5_run}", "data=files", f"data.test_file={empty}")
 
 
+def test_reference_column_not_in_the_split(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A named reference column the split lacks (a typo) is an error before any work (no model is read: none is
+    there), not a silent fallback to data.summary_column."""
+    src = tmp_path / "test.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "dialogue": "a b", "summary": "a"}) + "\n" for i in range(3)))
+    err = _fails(tmp_path / "o", capsys, f"model_dir={tmp_path / 'no-model'}", "data=files", f"data.test_file={src}",
+                 "data.reference_columns=[a_typo]")  # fmt: skip
+    assert "data.reference_columns ['a_typo'] not in data.split=test" in err and "'summary'" in err
+
+
+@pytest.mark.slow
 def test_blank_texts_and_streaming_refused(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     blank = tmp_path / "blank.jsonl"
     blank.write_text("".join(json.dumps({"id": i, "dialogue": t}) + "\n" for i, t in enumerate(["  ", "\n", ""])))
@@ -360,11 +415,13 @@ def test_blank_texts_and_streaming_refused(t5_run: Path, tmp_path: Path, capsys:
     assert "data.streaming=true" in err and "drop it" in err
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "file").write_text("")
     assert "not writable" in _fails(tmp_path / "file" / "out", capsys, f"model_dir={t5_run}")
 
 
+@pytest.mark.slow
 def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "o"
     writer.check_writable(out)
@@ -381,6 +438,7 @@ def test_shards_from_another_model_or_data(t5_run: Path, tmp_path: Path, capsys:
     assert "different model" in _fails(out, capsys, f"model_dir={other}")
 
 
+@pytest.mark.slow
 def test_cli_error_is_one_line(tmp_path: Path) -> None:
     res = predict_cli(f"model_dir={tmp_path / 'nothing'}", f"output.dir={tmp_path / 'o'}")
     assert res.returncode == 2

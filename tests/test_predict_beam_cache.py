@@ -31,6 +31,7 @@ def _model() -> T5ForConditionalGeneration:
     return model.eval()
 
 
+@pytest.mark.slow  # over 2 s (make test-fast)
 def test_parity_with_transformers_beam_search() -> None:
     assert beam_cache.supported()  # the installed transformers is one this was checked on
     model = _model()

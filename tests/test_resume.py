@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY_RUN, run_cli, train_in_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 # 8 batches an epoch, 2 epochs; last.ckpt every 3 steps within an epoch (3, 6, 9, 12, 15) and after each epoch
 RESUME_RUN = [
     *TINY_RUN,

@@ -242,6 +242,7 @@ def test_sweep_imports_go_one_way() -> None:
     assert "sumlab.sweep.study" in graph["hydra_plugins.sumlab_optuna_sweeper.sweeper"]  # the reading sees lazy imports
 
 
+@pytest.mark.slow
 def test_sweep_package_and_plugin_import_without_optuna_or_side_effects() -> None:
     code = (
         "import sys, warnings\n"

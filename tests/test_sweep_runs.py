@@ -33,7 +33,7 @@ TINY = [
 ]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def sweep_cmd(sweep_dir: Path, *extra: str, study: str = "t", n_trials: int = 4) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import TINY_RUN, compose_config, run_cli, train_in_process
+from conftest import TINY_RUN, compose_config, epoch_tokens, run_cli, train_in_process
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from sumlab.config.schema import enum_value
@@ -18,7 +18,7 @@ from sumlab.data.sources import load_split
 from sumlab.family import decode, make_family
 from sumlab.train.runner import build_module, load_splits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # `make train` in a fixture
 SECRETS = {"WANDB_API_KEY": "sk-wandb-secret-0123456789", "HF_TOKEN": "hf_secret_token_0123456789"}
 
 
@@ -64,11 +64,22 @@ def test_offline_default_learns(default_run: Path, tmp_path: Path) -> None:
     assert 5 < metrics["validation"]["gen_len"] < 60
 
 
-def test_metrics_json_and_run_directory(default_run: Path) -> None:
+def test_metrics_json_and_run_directory(default_run: Path, tmp_path: Path) -> None:
     metrics = json.loads((default_run / "metrics.json").read_text())
-    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "rouge_combined", "gen_len"):
-        assert 0 <= metrics["validation"][key] and 0 <= metrics["test"][key]
-    assert metrics["train_tokens_per_second"] > 0 and metrics["wall_seconds"] > 0
+    for split in ("validation", "test"):
+        m = metrics[split]
+        assert m["rouge_combined"] == pytest.approx((m["rouge1"] + m["rouge2"] + m["rougeL"]) / 3)
+        assert 0 < m["rouge2"] < m["rouge1"] <= 1 and 0 < m["rougeL"] <= m["rouge1"] and 0 < m["rougeLsum"] <= 1
+    history = torch.load(default_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    best = max(history["sumlab_val_history"], key=lambda v: v["rouge_combined"])  # metrics.monitor, mode max
+    assert metrics["validation"] == best  # the validation of the exported (best) checkpoint
+    # every epoch trained counts each example's real tokens once; the rate and the wall clock follow from them
+    tokens, batches = epoch_tokens(compose_config([], run_dir=tmp_path))
+    epochs, rest = divmod(metrics["global_step"], batches)
+    assert rest == 0 and best["epoch"] < epochs <= 5  # whole epochs (early stopping may end the run sooner)
+    assert metrics["train_tokens"] == tokens * epochs
+    assert metrics["train_tokens_per_second"] == pytest.approx(metrics["train_tokens"] / metrics["train_seconds"], 1e-3)
+    assert metrics["wall_seconds"] > metrics["train_seconds"]
     assert {"torch", "transformers", "lightning"} <= set(metrics["versions"])
     assert json.loads((default_run / "run.json").read_text())["status"] == "completed"
     assert (default_run / ".hydra" / "config.yaml").is_file()
@@ -183,6 +194,9 @@ def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache" / "data").glob("*-train-*"))) == 1
     ddp = json.loads((run_dir / "metrics.json").read_text())["validation"]
     assert ddp["num_examples"] == 9
+    # test_predictions.jsonl: both ranks' shards merged, rank 1's repeated batch dropped, in dataset order
+    tested = [json.loads(line)["id"] for line in (run_dir / "test_predictions.jsonl").read_text().splitlines()]
+    assert tested == [f"synthetic_test_{i:05d}" for i in range(5)]
 
     cfg = compose_config(overrides, run_dir=tmp_path / "single")
     module, datamodule = _load_best(cfg, run_dir)
@@ -191,3 +205,27 @@ def test_ddp_two_processes_score_each_example_once(tmp_path: Path) -> None:
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len"):
         assert single[key] == pytest.approx(ddp[key], abs=1e-9), key
     assert single["loss"] == pytest.approx(ddp["loss"], rel=1e-6)  # rank 1's repeated batch not counted twice
+
+
+def test_streaming_run_validates_every_n_steps_with_the_default_callbacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """data.streaming=true with a validation file, trainer.max_steps and no epoch limit, the default callbacks
+    (early stopping and the best checkpoint on val/rouge_combined): a stream's epoch has no end before max_steps,
+    so validation runs every max_steps/5 batches instead of never (Lightning failed after training)."""
+    from sumlab.data import synthetic
+
+    for split, n in (("train", 30), ("validation", 4)):  # 30 rows: 15 batches of 2, more than the 10 steps
+        rows = synthetic.generate_split(split, n, 42)
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run_dir = tmp_path / "stream"
+    train_in_process([*TINY_RUN, "data=files", f"data.dir={tmp_path}", "data.train_file=train.jsonl",
+                      "data.validation_file=validation.jsonl", "data.streaming=true", "data.batch_size=2",
+                      "trainer.max_steps=10", "trainer.max_epochs=null", "export=false"], run_dir)  # fmt: skip
+    assert "validating every 2 training batches (trainer.val_check_interval=2" in capsys.readouterr().err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    steps = [v["step"] for v in history["sumlab_val_history"]]
+    assert len(steps) >= 3 and steps == list(range(2, 2 * len(steps) + 1, 2))  # every 2 steps, from step 2 on
+    assert metrics["validation"]["step"] in steps and metrics["validation"]["num_examples"] == 4
+    assert metrics["global_step"] == steps[-1] <= 10  # the run ends on a validation (at 10, or early stopping's)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
 from sumlab.config.schema import DataConfig, GenerationConfig, PathsConfig, TrainerConfig
 
 OUTPUT_FORMATS = ("jsonl", "csv")
+CANDIDATE_SOURCES = ("beam", "sampling")
 
 
 @dataclass
@@ -40,7 +41,9 @@ class PredictModelConfig:
 
 @dataclass
 class PredictMetricsConfig:
-    tokenizer: Optional[str] = None  # ROUGE words: default, whitespace or kiwi; null: the training run's, else default
+    # ROUGE words: default, whitespace, kiwi or rouge_pkg; null: the training run's, else default
+    tokenizer: Optional[str] = None
+    remove_tokens: Optional[list[str]] = None  # replaced by a space before scoring; null: the training run's, else none
     # with data.reference_columns: mean or max of each ROUGE F1 over an example's references
     multi_reference: str = "mean"
 
@@ -55,10 +58,36 @@ class OutputConfig:
 
 
 @dataclass
+class DecodingConfig:
+    """How each input's summary is chosen (conf/decoding): the generation group's one output, or minimum-Bayes-risk
+    (MBR) selection: several candidates per input (and per model, with a list of model_dir), keeping the one with
+    the highest weighted mean ROUGE (`utility`) against all of them (sumlab.text.mbr). Candidates are kept in
+    candidates.jsonl."""
+
+    # candidates per input and model; 1: the generation group's output (with one model: no selection at all)
+    candidates: int = 1
+    # beam: the n-best of one beam search (generation.* as set, beams from num_beams); sampling: independent samples
+    source: str = "beam"
+    num_beams: Optional[int] = None  # source=beam: beam width, at least `candidates`; null: `candidates`
+    top_k: int = 0  # source=sampling: sample from the k likeliest tokens; 0: no top-k cut
+    top_p: float = 1.0  # source=sampling: nucleus, the smallest token set with this much probability
+    temperature: float = 1.0  # source=sampling: <1 sharper, >1 flatter
+    epsilon: float = 0.0  # source=sampling: drop tokens below this probability (epsilon sampling; backend hf only)
+    utility: str = "rougeL"  # MBR utility: rouge1, rouge2, rougeL or rouge_combined F1 (metrics.tokenizer's words)
+    weights: Optional[list[float]] = None  # one positive weight per model_dir entry (its candidates); null: equal
+    select_only: bool = False  # no generation: select again from the candidates.jsonl of candidates_from
+    # select_only: a finished MBR output directory (or its candidates.jsonl), or a list of them (their candidates are
+    # pooled: an ensemble of runs generated apart); model_dir names the models to keep, as their `model` field does
+    candidates_from: Any = None
+
+
+@dataclass
 class PredictConfig:
     task_name: str = "predict"  # output_dir/<task_name>/ holds prediction runs
     run_name: str = MISSING  # the output directory's name (by default from model, data, split and generation)
-    model_dir: str = MISSING  # a sumlab run dir, its export/, a .ckpt of a run, a local HF dir or a hub name
+    # a sumlab run dir, its export/, a .ckpt of a run, a local HF dir or a hub name; or a list of them (an ensemble:
+    # each generates decoding.candidates per input in turn, then MBR selects among all of them)
+    model_dir: Any = MISSING
     seed: int = 42  # the synthetic data's seed (same as training's), and sampling
     batch_size: int = 16  # examples per generate() call, per device
     sort_by_length: bool = True  # batches of similar source length (order restored in the output)
@@ -70,6 +99,14 @@ class PredictConfig:
     data: PredictDataConfig = MISSING
     trainer: TrainerConfig = MISSING
     generation: GenerationConfig = MISSING
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
     metrics: PredictMetricsConfig = field(default_factory=PredictMetricsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     paths: PathsConfig = MISSING
+
+
+def listed(value: Any) -> list[str]:
+    """A key that takes one path or a list of them (model_dir, decoding.candidates_from) as a list, in order."""
+    if isinstance(value, str) or value is None:
+        return [value] if value else []
+    return [str(v) for v in value]

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sumlab.config.predict import CANDIDATE_SOURCES
 from sumlab.config.schema import (
     DATA_SOURCES,
     QLORA_BIASES,
@@ -23,6 +24,7 @@ from sumlab.config.schema import (
 )
 from sumlab.core.errors import SumlabError
 from sumlab.core.runtime import check_precision, resolve_device
+from sumlab.text.mbr import UTILITIES
 from sumlab.text.prompts import prompt_fields
 from sumlab.text.rouge import MULTI_REFERENCE, TOKENIZERS
 
@@ -71,6 +73,9 @@ def check_metrics(metrics: Any) -> None:
     """The metrics group's scorer keys (training and predict.py; predict's tokenizer may be null: the run's)."""
     if metrics.tokenizer is not None and metrics.tokenizer not in TOKENIZERS:
         raise SumlabError(f"metrics.tokenizer={metrics.tokenizer} is unknown: use one of {list(TOKENIZERS)}")
+    for token in metrics.remove_tokens or ():
+        if not isinstance(token, str) or not token:  # "" would put a space between every two characters
+            raise SumlabError(f"metrics.remove_tokens holds {token!r}: list non-empty strings, e.g. ['<usr>', '</s>']")
     if metrics.multi_reference not in MULTI_REFERENCE:
         raise SumlabError(
             f"metrics.multi_reference={metrics.multi_reference} is unknown: use one of {list(MULTI_REFERENCE)}"
@@ -97,6 +102,11 @@ def check_data(data: DictConfig) -> None:
     """The data group's rules (training and predict.py)."""
     if data.source not in DATA_SOURCES:
         raise SumlabError(f"data.source={data.source} is unknown: use one of {list(DATA_SOURCES)}")
+    files = data.get("train_file")
+    if not (files is None or isinstance(files, str) or _paths(files)):
+        raise SumlabError(
+            f"data.train_file={files} is not a file: give a path, or a list of paths (original + augmented files)"
+        )
     for key in ("max_source_length", "max_target_length", "batch_size", "eval_batch_size"):
         if data[key] < 1:
             raise SumlabError(f"data.{key}={data[key]} must be at least 1")
@@ -110,6 +120,10 @@ def check_data(data: DictConfig) -> None:
         raise SumlabError("data.streaming=true needs files or a hub dataset: the synthetic set is generated in memory")
     if data.streaming and data.max_tokens is not None:
         raise SumlabError("data.max_tokens needs every length before training: not available with data.streaming=true")
+
+
+def _paths(value: Any) -> bool:
+    return OmegaConf.is_list(value) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
 
 
 def check_generation(gen: DictConfig) -> None:
@@ -174,3 +188,36 @@ def check_qlora(cfg: DictConfig) -> None:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise SumlabError(f"qlora={method} needs bitsandbytes: pip install 'sumlab[lora]'") from None
+
+
+def check_decoding(decoding: Any, models: int) -> None:
+    """predict.py's decoding group (candidates, their source, MBR utility, weights) for `models` model_dir entries."""
+    if decoding.candidates < 1:
+        raise SumlabError(f"decoding.candidates={decoding.candidates} must be at least 1")
+    if decoding.source not in CANDIDATE_SOURCES:
+        raise SumlabError(f"decoding.source={decoding.source} is unknown: use one of {list(CANDIDATE_SOURCES)}")
+    if decoding.utility not in UTILITIES:
+        raise SumlabError(f"decoding.utility={decoding.utility} is unknown: use one of {list(UTILITIES)}")
+    if decoding.source == "beam" and decoding.num_beams is not None and decoding.num_beams < decoding.candidates:
+        raise SumlabError(
+            f"decoding.num_beams={decoding.num_beams} is below decoding.candidates={decoding.candidates}: a beam "
+            "search returns at most num_beams candidates; raise num_beams (or null: as many as candidates)"
+        )
+    if decoding.source == "sampling":
+        if not 0.0 < decoding.top_p <= 1.0 or decoding.temperature <= 0 or decoding.top_k < 0:
+            raise SumlabError(
+                f"decoding.top_p={decoding.top_p}, temperature={decoding.temperature}, top_k={decoding.top_k}: "
+                "top_p must be in (0, 1], temperature above 0, top_k at least 0"
+            )
+        if not 0.0 <= decoding.epsilon < 1.0:
+            raise SumlabError(f"decoding.epsilon={decoding.epsilon} must be in [0, 1)")
+    weights = decoding.weights
+    if weights is not None and (len(weights) != models or not all(w > 0 for w in weights)):
+        raise SumlabError(
+            f"decoding.weights={list(weights)} must be {models} positive numbers, one per model_dir entry"
+        )
+    if decoding.select_only and not decoding.candidates_from:
+        raise SumlabError(
+            "decoding.select_only=true selects from an earlier output's candidates: pass "
+            "decoding.candidates_from=<its output directory>"
+        )

@@ -99,7 +99,9 @@ class DataConfig:
     name: str = MISSING  # preset name, for run names, the leaderboard and the tokenized cache's directory names
     source: str = "files"  # files (local files; the hub's data.dataset_name where they are missing), hub, or synthetic
     dir: Optional[str] = None  # relative *_file paths resolve against this directory
-    train_file: Optional[str] = None  # JSONL, JSON, CSV, TSV or Parquet (UTF-8, with or without BOM)
+    # JSONL, JSON, CSV, TSV or Parquet (UTF-8, with or without BOM); or a list of such files read as one split
+    # (original + augmented): each needs the text, summary and id columns; columns not in every file are left out
+    train_file: Optional[Any] = None
     validation_file: Optional[str] = None
     test_file: Optional[str] = None
     # hub dataset (abisee/cnn_dailymail), read when the split's local file is missing
@@ -210,7 +212,11 @@ class TrainerConfig:
 
 @dataclass
 class MetricsConfig:
-    tokenizer: str = "default"  # ROUGE words: default (Unicode words), whitespace, or kiwi (Korean morphemes)
+    # ROUGE words: default (Unicode words), whitespace, kiwi (Korean morphemes), or rouge_pkg: the `rouge` package's
+    # whole scorer (spaces only, case kept, distinct n-grams), as the Korean competition's baseline scores
+    tokenizer: str = "default"
+    # replaced by a space in predictions and references before scoring (the baseline's [<usr>, <s>, </s>, <pad>])
+    remove_tokens: list[str] = field(default_factory=list)
     monitor: str = "val/rouge_combined"  # the metric that picks the best checkpoint and early stopping
     mode: str = "max"  # max or min: whether a higher monitor is better (checkpoints, early stopping, leaderboard)
     # several references per example: mean (the competition's rule) or max of each ROUGE F1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -9,11 +11,14 @@ import platform
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path, PurePath
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from omegaconf import OmegaConf
+
+from sumlab.core.errors import SumlabError
 
 PACKAGES = (
     "sumlab",
@@ -28,17 +33,74 @@ PACKAGES = (
 )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it the only way POSIX offers: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new directory under ``parent`` to fill and then rename into place, with the permissions a plain mkdir
+    gives (mkdtemp's are 0700: a teammate could not read a cache or conversion built this way)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name beside ``path`` and renamed to it when the block ends without an
+    error (else removed): a reader never sees half a file, and a large one is streamed, not built in memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from the rest of a team
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_user_file(path: Path, role: str) -> str:
+    """A file a user names (predictions, references, an old config): UTF-8 with or without a BOM, not blank; else
+    one SumlabError line naming the file, the problem and the fix."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SumlabError(f"{role} file not found: {path}; check the path") from None
+    except UnicodeDecodeError as ex:
+        raise SumlabError(
+            f"{role} file {path} is not UTF-8 (bad byte at offset {ex.start}); re-save it as UTF-8"
+        ) from None
+    except OSError as ex:
+        raise SumlabError(f"cannot read {role} file {path}: {ex.strerror}; check the path") from None
+    if not text.strip():
+        raise SumlabError(f"{role} file {path} is empty")
+    return text
+
+
+def json_objects(text: str, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of JSONL text; a line that is not a JSON object is one error."""
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as ex:
+            raise SumlabError(f"{path} line {lineno} is not valid JSON ({ex.msg}); fix or remove that line") from None
+        if not isinstance(record, dict):
+            raise SumlabError(f'{path} line {lineno} is not a JSON object; write one {{"field": "text"}} per line')
+        yield lineno, record
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name beside ``path``, then rename: a reader never sees half a file."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json(path: Path, data: Any) -> None:

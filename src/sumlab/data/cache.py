@@ -21,7 +21,6 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -33,7 +32,8 @@ from datasets.fingerprint import Hasher
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from sumlab.data.sources import normalize, not_writable, reference_columns, release_memory, source_of, split_path
+from sumlab.core.io import temp_dir
+from sumlab.data.sources import normalize, not_writable, reference_columns, release_memory, source_of, split_paths
 
 FORMAT = 2  # bump when the layout of the tokenized columns (or meta.json) changes
 META = "meta.json"
@@ -62,12 +62,17 @@ def family_identity(family: Any) -> str:
     return hashlib.sha256((inspect.getsource(type(family)) + Hasher.hash(settings)).encode()).hexdigest()
 
 
+def _file_origin(path: Path) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+
+
 def cache_key(raw: datasets.Dataset, cfg: DictConfig, family: Any, split: str) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     origin: dict[str, Any] = {"source": source_of(cfg, split), "fingerprint": raw._fingerprint}
     if origin["source"] == "files":
-        stat = os.stat(split_path(cfg, split))
-        origin.update(path=str(split_path(cfg, split).resolve()), size=stat.st_size, mtime=stat.st_mtime_ns)
+        # every file of the split (data.train_file may list several): a change to any of them is a new key
+        origin["files"] = [_file_origin(path) for path in split_paths(cfg, split)]
     elif origin["source"] == "hub":
         origin.update(
             name=data.get("dataset_name"), config=data.get("dataset_config_name"), revision=data.get("revision")
@@ -153,7 +158,7 @@ class TokenizedCache:
 
     def _build_into(self, raw: datasets.Dataset, split: str, path: Path) -> None:
         try:
-            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+            tmp = temp_dir(self.root, ".tmp-")
         except OSError as ex:
             raise not_writable(self.root) from ex
         started = time.perf_counter()

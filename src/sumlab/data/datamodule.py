@@ -93,6 +93,7 @@ class SummarizationDataModule(L.LightningDataModule):
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.family.collate([{k: r[k] for k in ("idx", *FEATURE_KEYS) if k in r} for r in rows])
         batch["references"] = [r["references"] if "references" in r else r.get("summary") for r in rows]
+        batch["ids"] = [r["id"] for r in rows]  # for the test step's test_predictions.jsonl
         return batch
 
     def padded_lengths(self, split: str) -> np.ndarray:

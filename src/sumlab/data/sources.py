@@ -36,30 +36,27 @@ READERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".pa
 Example = dict  # {"id": str, "text": str, "summary": str | None[, "references": list[str]]}
 
 
-def split_path(cfg: DictConfig, split: str) -> Optional[Path]:
-    """The configured file of a split, resolved against data.dir; None when the split has no file."""
-    name = cfg.get(FILE_KEY[split])
-    if not name:
-        return None
-    path = Path(name).expanduser()
-    if not path.is_absolute() and cfg.get("dir"):
-        path = Path(cfg.dir).expanduser() / path
-    return path
+def split_paths(cfg: DictConfig, split: str) -> list[Path]:
+    """The configured files of a split (data.train_file may list several), resolved against data.dir; [] for none."""
+    names = cfg.get(FILE_KEY[split])
+    if not names:
+        return []
+    paths = [Path(name).expanduser() for name in ([names] if isinstance(names, str) else names)]
+    return [Path(cfg.dir).expanduser() / p if not p.is_absolute() and cfg.get("dir") else p for p in paths]
 
 
 def source_of(cfg: DictConfig, split: str) -> str:
     """synthetic, files or hub: a preset with a hub name reads local files when they exist, else the hub."""
     if cfg.source in ("synthetic", "hub"):
         return cfg.source
-    path = split_path(cfg, split)
-    if cfg.get("dataset_name") and (path is None or not path.exists()):
+    if cfg.get("dataset_name") and not any(p.exists() for p in split_paths(cfg, split)):
         return "hub"
     return "files"
 
 
 def has_split(cfg: DictConfig, split: str) -> bool:
     """Whether the split is configured at all (a file key or a hub dataset)."""
-    return cfg.source != "files" or split_path(cfg, split) is not None or bool(cfg.get("dataset_name"))
+    return cfg.source != "files" or bool(split_paths(cfg, split)) or bool(cfg.get("dataset_name"))
 
 
 def load_raw(
@@ -78,20 +75,108 @@ def load_raw(
     checked up front (a bad cell fails when it is reached).
     """
     source = source_of(cfg, split)
+    limit = cfg.get(limit_key or LIMIT_KEY[split])
+    if source == "files":
+        return _load_files(cfg, split, require_summary, cache_dir, limit)
     if source == "synthetic":
         ds = datasets.Dataset.from_list(synthetic.generate_split(split, int(cfg.synthetic_sizes[split]), seed))
         where = f"the synthetic {split} split"
-    elif source == "hub":
-        ds, where = _from_hub(cfg, split, cache_dir), f"{cfg.dataset_name} ({cfg.get(HUB_SPLIT_KEY[split])} split)"
     else:
-        path = split_path(cfg, split)
-        if path is None:
-            raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/{split}.jsonl")
-        ds, where = _from_file(path, cache_dir, bool(cfg.get("streaming"))), str(path)
-    limit = cfg.get(limit_key or LIMIT_KEY[split])
+        ds, where = _from_hub(cfg, split, cache_dir), f"{cfg.dataset_name} ({cfg.get(HUB_SPLIT_KEY[split])} split)"
+    return _checked(ds, cfg, where, split, require_summary, limit)
+
+
+def _checked(
+    ds: datasets.Dataset | datasets.IterableDataset,
+    cfg: DictConfig,
+    where: str,
+    split: str,
+    require_summary: bool,
+    limit: Optional[int],
+) -> datasets.Dataset | datasets.IterableDataset:
     if isinstance(ds, datasets.IterableDataset):
         return _check_stream(ds, cfg, where, require_summary, limit)
     return check(ds, cfg, where, split, require_summary, limit)
+
+
+def _load_files(
+    cfg: DictConfig, split: str, require_summary: bool, cache_dir: Optional[str], limit: Optional[int]
+) -> datasets.Dataset | datasets.IterableDataset:
+    """The split's file, or its files read as one split (data.train_file: the original and augmented ones).
+
+    Each file is checked on its own, so an error names the file and its row. The split keeps the columns every file
+    has: columns of some files only (an augmented file's provenance: the original's id, the method, the model) are
+    left out, and no column reaches the model input unless data.source_template or a chat prompt names it.
+    """
+    paths = split_paths(cfg, split)
+    if not paths:
+        raise SumlabError(f"data.{FILE_KEY[split]} is not set: pass data.{FILE_KEY[split]}=path/to/{split}.jsonl")
+    streaming = bool(cfg.get("streaming"))
+    one = len(paths) == 1
+    parts = [
+        _checked(_from_file(path, cache_dir, streaming), cfg, str(path), split, require_summary, limit if one else None)
+        for path in paths
+    ]
+    if one:
+        return parts[0]
+    ds = _concatenate(parts, paths, cfg, split)
+    if streaming:
+        return ds.take(limit) if limit is not None else ds
+    if limit is not None and limit < len(ds):
+        ds = ds.select(range(limit))
+    if cfg.id_column and cfg.id_column in ds.column_names and not _ids_unique(ds, cfg.id_column):
+        raise _duplicate_id_error(ds, [len(p) for p in parts], paths, cfg, split)
+    return ds
+
+
+def _concatenate(parts: list[Any], paths: list[Path], cfg: DictConfig, split: str) -> Any:
+    """The columns every file has, typed as the first file types them (ids as text), one file after another."""
+    if cfg.id_column:
+        having = [str(path) for path, part in zip(paths, parts, strict=True) if cfg.id_column in part.column_names]
+        lacking = [str(path) for path, part in zip(paths, parts, strict=True) if cfg.id_column not in part.column_names]
+        if having and lacking:
+            raise SumlabError(
+                f"column {cfg.id_column!r} (data.id_column) not in {lacking[0]}, though {having[0]} has it: "
+                f"give every file of data.{FILE_KEY[split]} ids, or set data.id_column=null"
+            )
+    shared = [c for c in parts[0].column_names if all(c in part.column_names for part in parts[1:])]
+    first = parts[0].features
+    target = datasets.Features({c: datasets.Value("string") if c == cfg.id_column else first[c] for c in shared})
+    aligned = []
+    for path, part in zip(paths, parts, strict=True):
+        part = part.select_columns(shared)
+        if part.features == target:
+            aligned.append(part)
+        elif isinstance(part, datasets.IterableDataset):
+            # concatenated streams read each part's own source: the cast must be a step of the stream itself
+            aligned.append(part.map(batched=True, features=target))
+        else:
+            try:
+                aligned.append(part.cast(target))
+            except Exception:  # datasets/pyarrow raise several types for an impossible cast
+                column = next(c for c in shared if part.features[c] != target[c])
+                raise SumlabError(
+                    f"column {column!r} of {path} holds {part.features[column]}, but {paths[0]} holds "
+                    f"{target[column]}: give the files of data.{FILE_KEY[split]} the same column types"
+                ) from None
+    return datasets.concatenate_datasets(aligned)
+
+
+def _duplicate_id_error(
+    ds: datasets.Dataset, sizes: list[int], paths: list[Path], cfg: DictConfig, split: str
+) -> SumlabError:
+    """Names an id found in two of the files, and both files (error path only: reads the ids)."""
+    ends, seen = np.cumsum(sizes), {}
+    for row, value in enumerate(ds[cfg.id_column]):
+        path = paths[int(np.searchsorted(ends, row, side="right"))]
+        if value in seen:
+            return SumlabError(
+                f"id {value!r} (data.id_column={cfg.id_column}) is in both {seen[value]} and {path}: ids must be "
+                f"unique across data.{FILE_KEY[split]}'s files; give augmented rows their own ids "
+                f"(e.g. {value}#aug1), or set data.id_column=null"
+            )
+        seen[value] = path
+    return SumlabError(f"ids in column {cfg.id_column!r} of data.{FILE_KEY[split]} are not unique")
 
 
 def _check_stream(
@@ -287,10 +372,10 @@ def _from_hub(cfg: DictConfig, split: str, cache_dir: Optional[str]) -> datasets
 
 
 def _hub_error(cfg: DictConfig, split: str, ex: Exception) -> SumlabError:
-    path = split_path(cfg, split)
+    paths = split_paths(cfg, split)
     local = (
-        f"or put the files under data.dir={cfg.get('dir')} ({path.name})"
-        if path
+        f"or put the files under data.dir={cfg.get('dir')} ({', '.join(p.name for p in paths)})"
+        if paths
         else f"or set data.{FILE_KEY[split]}=path/to/{split}.jsonl"
     )
     return SumlabError(
@@ -330,14 +415,18 @@ def check(
             f"no rows left in {where} (after data.skip_empty and the max_*_samples limit): nothing to use"
         )
     if cfg.id_column and cfg.id_column in columns:
-        ids = ds.data.column(cfg.id_column) if ds._indices is None else pa.chunked_array([ds[cfg.id_column][:]])
-        if pc.count_distinct(ids.cast(pa.string())).as_py() != len(ds):
+        if not _ids_unique(ds, cfg.id_column):
             raise SumlabError(
                 f"ids in column {cfg.id_column!r} of {where} are not unique: fix them or set data.id_column=null"
             )
     if split != "train" and reference_columns(cfg, columns):
         _check_references(ds, cfg, where)
     return ds
+
+
+def _ids_unique(ds: datasets.Dataset, column: str) -> bool:
+    ids = ds.data.column(column) if ds._indices is None else pa.chunked_array([ds[column][:]])
+    return pc.count_distinct(ids.cast(pa.string())).as_py() == len(ds)
 
 
 def _check_strings(ds: datasets.Dataset, column: str, where: str, skip_empty: bool) -> None:
@@ -388,6 +477,17 @@ def reference_columns(cfg: DictConfig, columns: list[str]) -> list[str]:
         missing = [c for c in wanted if c not in columns]
         raise SumlabError(f"reference columns {missing} (data.reference_columns) not in the data; it has {columns}")
     return present
+
+
+def scored_against(cfg: DictConfig, columns: list[str]) -> str:
+    """What a scored split's predictions are compared with, in words: a named reference column that the split
+    lacks falls back to data.summary_column silently in scoring, so training prints this per split."""
+    present = reference_columns(cfg, columns)
+    if present:
+        return f"data.reference_columns {present}"
+    named = list(cfg.get("reference_columns") or [])
+    summary = f"{cfg.summary_column!r} (data.summary_column)" if cfg.summary_column in columns else "no reference"
+    return summary + (f"; it has none of data.reference_columns {named}" if named else "")
 
 
 def _check_references(ds: datasets.Dataset, cfg: DictConfig, where: str) -> None:

@@ -30,6 +30,10 @@ tests/test_predict_backends.py, fp32 outputs equal), the mapping below says how 
 - sampling: top_k, top_p and temperature map one to one (CTranslate2 seeds with set_random_seed);
   samples are not the same draws as torch's, so sampled text differs from hf's while following the
   same distribution. Beam sampling (do_sample with num_beams > 1) is not supported.
+- num_return_sequences (predict.py's decoding.candidates) = num_hypotheses: the n-best of a beam search
+  (beam width >= N) in the same order as HF's (tests/test_mbr.py), or N samples (CTranslate2 returns them
+  best score first); CTranslate2's scores are kept, HF's are not (see HFEngine.generate_candidates).
+  epsilon_cutoff (epsilon sampling) has no CTranslate2 equivalent: not supported.
 - no_repeat_ngram_size and repetition_penalty: equal in greedy search of seq2seq models. In beam search
   HF applies them to log-probabilities (after log_softmax), CTranslate2 to logits, and outputs differ
   (measured on tiny T5: 3 and 7 of 16); for a causal model HF also counts the prompt's tokens.
@@ -49,6 +53,7 @@ from typing import Any, Optional
 import torch
 
 from sumlab.core.errors import SumlabError
+from sumlab.core.io import digest, path_name
 from sumlab.data.cache import source_column
 from sumlab.family import Causal, Seq2Seq, decode, generate_texts
 from sumlab.generation.beam_cache import fast_beam_cache
@@ -56,6 +61,15 @@ from sumlab.generation.beam_cache import fast_beam_cache
 BACKENDS = ("auto", "ctranslate2", "hf")
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16", "int8_bfloat16")
 CACHE_PREFIX = "ctranslate2"
+
+
+@dataclass
+class Candidate:
+    """One of several outputs for an input (decoding.candidates)."""
+
+    text: str
+    gen_len: int  # generated tokens, special tokens not counted
+    score: Optional[float]  # the engine's own score (CTranslate2's); None where it gives none cheaply (hf)
 
 
 @dataclass
@@ -76,6 +90,11 @@ def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
         return f"model type {getattr(model.config, 'model_type', type(model.config).__name__)}"
     if getattr(model, "peft_config", None):
         return "a peft adapter model (export a merged model)"
+    return ct2_unsupported_setting(gen, family)
+
+
+def ct2_unsupported_setting(gen: Any, family: str) -> Optional[str]:
+    """The first generation setting CTranslate2 cannot honour exactly (the module docstring says why), else None."""
     beams = gen.num_beams or 1  # transformers 5 leaves unset keys None
     if beams > 1 and gen.early_stopping is not True:
         return f"generation.early_stopping={gen.early_stopping}"
@@ -88,6 +107,8 @@ def ct2_unsupported(gen: Any, family: str, model: Any) -> Optional[str]:
         return f"generation.repetition_penalty={gen.repetition_penalty} {where}"
     if beams > 1 and gen.min_new_tokens:
         return f"generation.min_new_tokens={gen.min_new_tokens} with beam search"
+    if getattr(gen, "epsilon_cutoff", None):
+        return f"decoding.epsilon={gen.epsilon_cutoff} (epsilon sampling)"
     return None
 
 
@@ -121,6 +142,14 @@ def choose(
 
 
 # --- conversion cache --------------------------------------------------------------------------------
+def conversion_target(loaded: Any, compute_type: str, cache_dir: str) -> Path:
+    """Where a loaded model (models.loading.LoadedModel) is converted for `compute_type`: keyed by its weights, so
+    predict.py and serve.py share one conversion."""
+    weights = digest({k: loaded.identity.get(k) for k in ("weights", "config", "name", "revision")})
+    label = path_name(loaded.source.split(": ", 1)[-1])
+    return cache_location(loaded.home, label, compute_type, weights, cache_dir)
+
+
 def cache_name(compute_type: str, weights: str) -> str:
     return f"{CACHE_PREFIX}-{compute_type}-{weights}"
 
@@ -241,6 +270,20 @@ class HFEngine:
             texts, lengths = generate_texts(self.family, self.model, batch, self.generation_config)
         return texts, lengths.tolist()
 
+    def generate_candidates(self, batch: dict[str, Any]) -> list[list[Candidate]]:
+        """generation_config.num_return_sequences candidates per input, in transformers' order (beams: best
+        first). No score: transformers returns beam scores only with output_scores=True, which keeps every step's
+        full distribution over the vocabulary for every row (gigabytes for an LLM)."""
+        texts, lengths = self.generate(batch)
+        n = self.generation_config.num_return_sequences or 1
+        return [[Candidate(t, g, None) for t, g in zip(texts[i : i + n], lengths[i : i + n], strict=True)]
+                for i in range(0, len(texts), n)]  # fmt: skip
+
+    def reseed(self, seed: int) -> None:
+        """Seed the next sampling call (CTranslate2 has no equivalent: each of its threads draws from one stream,
+        seeded once when the engine is built)."""
+        torch.manual_seed(seed)
+
 
 def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
     """translate_batch / generate_batch keyword arguments for a transformers GenerationConfig, and the
@@ -256,6 +299,8 @@ def ct2_options(gen: Any, family: str) -> tuple[dict[str, Any], Optional[int]]:
     if gen.do_sample:  # top_k 0 means no top-k cut in both
         opts.update(sampling_topk=int(gen.top_k or 0), sampling_topp=float(gen.top_p or 1.0),
                     sampling_temperature=float(gen.temperature or 1.0))  # fmt: skip
+    if (gen.num_return_sequences or 1) > 1:  # decoding.candidates: the n-best beams, or that many samples
+        opts["num_hypotheses"] = int(gen.num_return_sequences)
     min_new = int(gen.min_new_tokens or 0)
     if family == "seq2seq":
         opts.update(max_decoding_length=max_new, min_decoding_length=min_new)
@@ -292,16 +337,29 @@ class CT2Engine:
         key = source_column(rows[0])
         return {"rows": [r[key] for r in rows]}
 
-    def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
+    def _hypotheses(self, batch: dict[str, Any], **extra: Any) -> list[tuple[list[list[int]], list[float]]]:
+        """Per input: the token ids of each hypothesis (num_hypotheses of them), and their scores if asked for."""
         tokens = [self.tokenizer.convert_ids_to_tokens(ids) for ids in batch["rows"]]
         if self.family.name == "seq2seq":
             prefix = [self.prefix] * len(tokens) if self.prefix else None
-            results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options)
-            sequences = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
-        else:
-            sequences = [r.sequences_ids[0] for r in self._generate_batch(tokens)]
+            results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options, **extra)
+            return [([self.tokenizer.convert_tokens_to_ids(h) for h in r.hypotheses], r.scores) for r in results]
+        return [(r.sequences_ids, r.scores) for r in self._generate_batch(tokens, **extra)]
+
+    def _decode(self, sequences: list[list[int]]) -> tuple[list[str], list[int]]:
         lengths = [sum(1 for t in s if t not in self.special) for s in sequences]
         return decode(self.tokenizer, sequences), lengths
+
+    def generate(self, batch: dict[str, Any]) -> tuple[list[str], list[int]]:
+        return self._decode([hypotheses[0] for hypotheses, _ in self._hypotheses(batch)])
+
+    def generate_candidates(self, batch: dict[str, Any]) -> list[list[Candidate]]:
+        """num_hypotheses candidates per input, best first, each with CTranslate2's score (its log-probability,
+        normalized by length ** length_penalty in beam search)."""
+        results = self._hypotheses(batch, return_scores=True)
+        texts, lengths = self._decode([h for hypotheses, _ in results for h in hypotheses])
+        flat = iter(zip(texts, lengths, strict=True))
+        return [[Candidate(*next(flat), float(score)) for score in scores] for _, scores in results]
 
     def _generate_batch(self, prompts: list[list[str]], **extra: Any) -> list[Any]:
         """Generator.generate_batch's results in input order; with beams, one call per prompt length (see the

@@ -39,7 +39,9 @@ class LoadedModel:
     safe_precisions: list[str]  # the run's model.safe_precisions, else by model type (core.runtime.safe_precisions)
     source: str  # what model_dir turned out to be, for messages and metrics.json
     home: Optional[Path] = None  # the local model directory (export/, HF dir); None for a hub name
+    max_source_length: Optional[int] = None  # the training run's data.max_source_length, when known
     identity: dict[str, Any] = field(default_factory=dict)  # what makes "the same model", for shard fingerprints
+    rouge_remove: Optional[list[str]] = None  # the training run's metrics.remove_tokens, when known
 
 
 def _run_config(run_dir: Path) -> Optional[DictConfig]:
@@ -61,6 +63,14 @@ def _select(cfg: Optional[DictConfig], key: str) -> Any:
         return OmegaConf.select(cfg, key, default=None)
     except Exception:  # an interpolation that only resolves inside the training job
         return None
+
+
+def _string_list(value: Any) -> Optional[list[str]]:
+    """A list of strings from a run config, else None (a damaged value falls back like a missing one)."""
+    if OmegaConf.is_list(value) or isinstance(value, list):
+        items = list(value)
+        return items if all(isinstance(v, str) for v in items) else None
+    return None
 
 
 def _weights_identity(directory: Path) -> dict[str, str]:
@@ -174,8 +184,10 @@ def load(model_dir: str, overrides: DictConfig, cache_dir: str) -> LoadedModel:
     return LoadedModel(
         model=model, tokenizer=tokenizer, family=family, prefix=prefix, separator=separator, chat=chat,
         rouge_tokenizer=_select(run_cfg, "metrics.tokenizer"), source=f"{kind}: {where}", identity=identity,
+        max_source_length=_select(run_cfg, "data.max_source_length"),
         safe_precisions=safe_precisions(model_type, _select(run_cfg, "model.safe_precisions")),
         home=None if kind == "hub" else ckpt.parent if ckpt is not None else Path(where),
+        rouge_remove=_string_list(_select(run_cfg, "metrics.remove_tokens")),
     )  # fmt: skip
 
 

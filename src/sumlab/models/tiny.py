@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import string
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from transformers import (
 
 from sumlab.config.schema import enum_value
 from sumlab.core.errors import SumlabError
+from sumlab.core.io import temp_dir
 from sumlab.models.hub import pad_as_eos
 
 # Special tokens of each tiny architecture, in id order, as the real checkpoints number them.
@@ -135,8 +135,7 @@ def cached_tiny_tokenizer(tiny: DictConfig, texts: list[str], cache_dir: str) ->
         digest.update(b"\0")
     path = Path(cache_dir) / "tokenizers" / f"{arch}-{tiny.vocab_size}-{digest.hexdigest()[:16]}"
     if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
+        tmp = temp_dir(path.parent, ".tmp-")
         train_tiny_tokenizer(arch, int(tiny.vocab_size), texts).save_pretrained(tmp)
         try:
             tmp.rename(path)  # atomic: a concurrent run that got there first wins, ours is dropped

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from sumlab.core.io import digest, path_name
 from sumlab.data.bucketing import BucketBatchSampler
 from sumlab.data.cache import source_column
 from sumlab.family import Causal, Seq2Seq
@@ -54,9 +53,7 @@ class PredictModule(L.LightningModule):
         if self.engine is not None:
             return
         loaded, trainer = self._loaded, self.trainer
-        weights = digest({k: loaded.identity.get(k) for k in ("weights", "config", "name", "revision")})
-        target = engines.cache_location(loaded.home, path_name(loaded.source.split(": ", 1)[-1]),
-                                         str(self.choice.compute_type), weights, self._cache_dir)  # fmt: skip
+        target = engines.conversion_target(loaded, str(self.choice.compute_type), self._cache_dir)
         if trainer.local_rank == 0:  # once per machine; a shared disk sees one rename win
             self.conversion_seconds = engines.convert(
                 loaded.model, loaded.tokenizer, target, str(self.choice.compute_type)
@@ -79,16 +76,20 @@ class PredictModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         assert self.engine is not None
         texts, lengths = self.engine.generate(batch)
-        self.stats["examples"] += len(texts)
-        self.stats["batches"] += 1
-        width = max(batch["lengths"])
-        self.stats["input_tokens"] += width * len(texts)
-        self.stats["input_padding"] += width * len(texts) - sum(batch["lengths"])
-        self.stats["generated_tokens"] += int(sum(lengths))
+        self.count_batch(batch, int(sum(lengths)))
         records = [
             {"id": i, "prediction": t, "gen_len": n} for i, t, n in zip(batch["ids"], texts, lengths, strict=True)
         ]
         return {"records": records}
+
+    def count_batch(self, batch: dict[str, Any], generated_tokens: int) -> None:
+        """Add one generated batch to this rank's stats."""
+        examples, width = len(batch["ids"]), max(batch["lengths"])
+        self.stats["examples"] += examples
+        self.stats["batches"] += 1
+        self.stats["input_tokens"] += width * examples
+        self.stats["input_padding"] += width * examples - sum(batch["lengths"])
+        self.stats["generated_tokens"] += generated_tokens
 
     def on_predict_end(self) -> None:
         self.seconds = time.perf_counter() - self._started

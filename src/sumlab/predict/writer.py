@@ -19,7 +19,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,8 +35,6 @@ PREDICTIONS = "predictions.jsonl"
 CSV_FILE = "predictions.csv"
 METRICS = "metrics.json"
 FINAL_FILES = (PREDICTIONS, CSV_FILE, METRICS)
-# Test hook: exit abruptly (as a kill would) after this many batches were written by a rank.
-CRASH_ENV = "SUMLAB_PREDICT_CRASH_AFTER_BATCHES"
 
 
 def shard_dir(out: Path) -> Path:
@@ -99,9 +97,8 @@ def _complete_lines(path: Path) -> Iterable[str]:
     return data[: end + 1].decode("utf-8", errors="replace").splitlines()
 
 
-def read_shards(out: Path) -> dict[str, dict[str, Any]]:
-    """id -> record of every finished example in any shard (first occurrence wins; cut lines dropped)."""
-    done: dict[str, dict[str, Any]] = {}
+def _records(out: Path) -> Iterator[dict[str, Any]]:
+    """Every finished record in the shards (cut lines dropped), shard by shard."""
     for shard in sorted(shard_dir(out).glob("rank*.jsonl")):
         for line in _complete_lines(shard):
             try:
@@ -109,8 +106,20 @@ def read_shards(out: Path) -> dict[str, dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and "id" in record:
-                done.setdefault(str(record["id"]), record)
+                yield record
+
+
+def read_shards(out: Path) -> dict[str, dict[str, Any]]:
+    """id -> record of every finished example in any shard (first occurrence wins; cut lines dropped)."""
+    done: dict[str, dict[str, Any]] = {}
+    for record in _records(out):
+        done.setdefault(str(record["id"]), record)
     return done
+
+
+def done_ids(out: Path) -> set[str]:
+    """The ids of every finished example in the shards (without holding their records: candidates are large)."""
+    return {str(record["id"]) for record in _records(out)}
 
 
 def count_shard_lines(out: Path) -> int:
@@ -125,8 +134,6 @@ class ShardWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.out = Path(out)
         self._file: Optional[io.TextIOBase] = None
-        self._batches = 0
-        self._crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # setup/teardown run on every rank; the predict hooks do not on a rank without batches, which
@@ -149,9 +156,6 @@ class ShardWriter(BasePredictionWriter):
         self._file.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in prediction["records"]))
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._batches += 1
-        if self._crash_after and self._batches >= self._crash_after:
-            os._exit(137)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.close()

@@ -5,7 +5,8 @@ Per sweep directory: ``sweep_summary.json`` (best value, parameters, run directo
 ``plots/`` (optimization history, parameter importance, parallel coordinates, intermediate values:
 PNG via matplotlib and interactive HTML via plotly). ``python -m sumlab.sweep.results [ROOT...]``
 (``make results``) gathers every run under the output roots into ``leaderboard.csv`` and
-``leaderboard.md``, best first (lowest first for a run whose ``metrics.mode`` is min).
+``leaderboard.md``, best first (lowest first for a run whose ``metrics.mode`` is min), with the 95% bootstrap interval
+of each run's test rouge_combined (``test_rouge_combined_ci``) where the run stored one.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def leaderboard(roots: Iterable[str | Path]) -> pd.DataFrame:
             "mode": _mode(run_dir, metrics),
             "score": (metrics.get("validation") or {}).get(key),
             **_flat_metrics(metrics),
+            TEST_INTERVAL: _interval(metrics, "test/rouge_combined"),
             **trial_info.get(run_dir, {}),
             "export_dir": metrics.get("export_dir"),
             "wall_s": metrics.get("wall_seconds"),
@@ -189,6 +191,15 @@ def leaderboard(roots: Iterable[str | Path]) -> pd.DataFrame:
         frame = frame.sort_values(["_key", "run_dir"]).drop(columns=["_key"]).reset_index(drop=True)
         frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame
+
+
+def _interval(metrics: dict[str, Any], key: str) -> Optional[str]:
+    """The bootstrap interval the run stored for ``key``, as "[low, high]". The test step computes it once, over the
+    per-example scores it writes to test_predictions.jsonl: resampling 300k examples takes too long to redo here."""
+    stored = (metrics.get("intervals") or {}).get(key)
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), (int, float)) for k in ("low", "high")):
+        return None
+    return f"[{stored['low']:.4f}, {stored['high']:.4f}]"
 
 
 def _mode(run_dir: Path, metrics: dict[str, Any]) -> str:
@@ -220,8 +231,10 @@ def markdown_table(frame: pd.DataFrame, columns: Optional[list[str]] = None, lim
     return "\n".join(lines) + "\n"
 
 
+TEST_INTERVAL = "test_rouge_combined_ci"  # 95% bootstrap interval of the mean over the test examples
 LEADERBOARD_COLUMNS = ["rank", "score", "monitor", "model", "data", "status", "trial", "trial_state", "params",
-                       "val_rouge1", "val_rouge2", "val_rougeL", "test_rouge_combined", "run_dir"]  # fmt: skip
+                       "val_rouge1", "val_rouge2", "val_rougeL", "test_rouge_combined", TEST_INTERVAL,
+                       "run_dir"]  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -243,7 +256,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     table = markdown_table(frame, LEADERBOARD_COLUMNS)
     header = f"# sumlab leaderboard\n\n{len(frame)} runs under {', '.join(map(str, roots))}, best first.\n\n"
     write_atomic(out / "leaderboard.md", header + table)
-    print(markdown_table(frame, ["rank", "score", "monitor", "model", "status", "trial", "run_dir"], limit=20), end="")
+    terminal = ["rank", "score", "monitor", "model", "status", "trial", "test_rouge_combined", TEST_INTERVAL, "run_dir"]
+    print(markdown_table(frame, terminal, limit=20), end="")
     print(f"{len(frame)} runs: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}")
     return 0
 

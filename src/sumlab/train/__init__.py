@@ -1,7 +1,8 @@
 """Training: `python train.py` (conf/train.yaml; schema in sumlab.config.schema).
 
 Modules: runner (the run: data, model, Trainer fit/test, export, metrics), module (the LightningModule),
-metrics (ROUGE as a torchmetrics Metric), callbacks, rundir (what a run writes and where), summary (the table).
+metrics (ROUGE as a torchmetrics Metric), callbacks, rundir (what a run writes and where), summary (the table),
+predictions (the test step's test_predictions.jsonl).
 Importing this package stays light; ``run`` imports torch and Lightning when called.
 """
 

@@ -7,6 +7,8 @@ scores are gathered with their example indices, and duplicates are dropped by in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchmetrics import Metric
 
@@ -16,10 +18,11 @@ from sumlab.text.rouge import ROUGE_KEYS, score_references
 class RougeMetric(Metric):
     full_state_update = False
 
-    def __init__(self, tokenizer: str = "default", multi_reference: str = "mean") -> None:
+    def __init__(self, tokenizer: str = "default", multi_reference: str = "mean", remove: Sequence[str] = ()) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.multi_reference = multi_reference  # mean or max over an example's references
+        self.remove = tuple(remove)  # metrics.remove_tokens
         self.add_state("idx", default=[], dist_reduce_fx="cat")
         self.add_state("scores", default=[], dist_reduce_fx="cat")  # rows: ROUGE_KEYS + generated length
 
@@ -29,10 +32,14 @@ class RougeMetric(Metric):
         """``references``: one string per example, or a list of them (scored with ``multi_reference``)."""
         rows = []
         for pred, ref, length in zip(predictions, references, lengths.tolist(), strict=True):
-            score = score_references(pred, ref, self.tokenizer, self.multi_reference)
+            score = score_references(pred, ref, self.tokenizer, self.multi_reference, self.remove)
             rows.append([score[k] for k in ROUGE_KEYS] + [float(length)])
         self.idx.append(idx.detach().to(self.device, torch.long))
         self.scores.append(torch.tensor(rows, dtype=torch.float64, device=self.device))
+
+    def last_rows(self) -> torch.Tensor:
+        """The rows the last ``update`` added (ROUGE_KEYS + generated length per example), before any compute."""
+        return self.scores[-1]
 
     def compute(self) -> dict[str, float]:
         idx = self.idx if isinstance(self.idx, torch.Tensor) else torch.cat(self.idx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import lightning.pytorch as L
@@ -18,6 +19,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 from sumlab.family import IGNORE_INDEX, Causal, Seq2Seq, generate_texts
 from sumlab.generation.beam_cache import fast_beam_cache
 from sumlab.models import adapters, dropout
+from sumlab.text.rouge import ROUGE_KEYS
 from sumlab.train.metrics import RougeMetric
 
 # The same rule as transformers' Trainer: no weight decay on biases and any norm's weights.
@@ -38,6 +40,7 @@ class SummarizationModule(L.LightningModule):
         mode: str = "max",
         multi_reference: str = "mean",
         compile: bool = False,
+        rouge_remove: Sequence[str] = (),
     ) -> None:
         super().__init__()
         # from_pretrained returns eval mode, and Lightning keeps each module's mode: fine-tuning a hub
@@ -48,7 +51,9 @@ class SummarizationModule(L.LightningModule):
         self.generation_config = generation_config
         self.optim = optim
         self.monitor, self.mode = monitor, mode
-        self.rouge = torch.nn.ModuleDict({s: RougeMetric(rouge_tokenizer, multi_reference) for s in STAGES})
+        self.rouge = torch.nn.ModuleDict(
+            {s: RougeMetric(rouge_tokenizer, multi_reference, rouge_remove) for s in STAGES}
+        )
         # the loss kept next to ROUGE, so every metric that metrics.monitor may name is in the history
         self.eval_loss = torch.nn.ModuleDict({s: MeanMetric() for s in STAGES})
         self.val_history: list[dict[str, float]] = []  # every validation's metrics, kept in checkpoints
@@ -116,15 +121,18 @@ class SummarizationModule(L.LightningModule):
         with fast_beam_cache():  # beam search without re-copying the cross-attention cache (guarded, see there)
             return generate_texts(self.family, self.model, batch, self.generation_config)
 
-    def _eval_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> None:
+    def _eval_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> Optional[list[str]]:
+        """Loss and ROUGE of a batch; its predictions, or None for a batch a rank short of one repeats."""
         # weighted by target tokens: the mean over all tokens of the split, whatever the batches; not over
         # the batches a rank short of one repeats (EvalBatchSampler), which the tokens would count twice
         loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
-        if batch_idx < getattr(getattr(loader, "batch_sampler", None), "real_batches", batch_idx + 1):
+        real = batch_idx < getattr(getattr(loader, "batch_sampler", None), "real_batches", batch_idx + 1)
+        if real:
             tokens = (batch["labels"] != IGNORE_INDEX).sum()
             self.eval_loss[stage].update(self.family.loss(self.model, batch, 0.0), weight=tokens)
         predictions, lengths = self.generate(batch)
         self.rouge[stage].update(batch["idx"], predictions, batch["references"], lengths)
+        return predictions if real else None
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         result = self.rouge[stage].compute()  # already gathered across ranks: identical everywhere
@@ -142,8 +150,14 @@ class SummarizationModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_history.append({**result, "epoch": self.current_epoch, "step": self.global_step})
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test", batch_idx)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Optional[dict[str, Any]]:
+        """The batch's examples with their predictions and ROUGE, for train.predictions' writer (None: a repeat)."""
+        predictions = self._eval_step(batch, "test", batch_idx)
+        if predictions is None:
+            return None
+        scores = self.rouge["test"].last_rows()[:, : len(ROUGE_KEYS)].tolist()  # scored once, by the metric
+        return {"idx": batch["idx"].tolist(), "ids": batch["ids"], "predictions": predictions,
+                "references": batch["references"], "scores": scores}  # fmt: skip
 
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._eval_epoch_end("test")

@@ -3,7 +3,8 @@
 Hydra creates it (``hydra.run.dir``, unique per run); sumlab never changes the working directory.
 Layout: ``.hydra/`` (resolved config), ``run.json`` (config fingerprint and status: running, completed,
 failed, pruned, or interrupted = stopped by SIGTERM with a resumable ``last.ckpt``), ``metrics.json``,
-``checkpoints/`` (best, last), ``export/`` (the best model as a Hugging Face directory). Every file a
+``checkpoints/`` (best, last), ``export/`` (the best model as a Hugging Face directory), ``test_predictions.jsonl``
+(written by train.predictions). Every file a
 person reads is written under a temporary name and renamed when complete.
 """
 

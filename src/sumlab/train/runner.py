@@ -23,13 +23,15 @@ from sumlab.config.schema import enum_value
 from sumlab.core.errors import SumlabError, guarded
 from sumlab.core.runtime import auto_precision, quiet_library_logs
 from sumlab.data.datamodule import SummarizationDataModule
-from sumlab.data.sources import Texts, has_split, load_raw
+from sumlab.data.sources import Texts, has_split, load_raw, scored_against
 from sumlab.family import check_packing, make_family
 from sumlab.generation.config import build_generation_config
 from sumlab.models import build
 from sumlab.models.adapters import checkpoint_state
 from sumlab.text.prompts import ChatPrompt
+from sumlab.train import predictions
 from sumlab.train.module import SummarizationModule
+from sumlab.train.predictions import TestPredictionWriter
 from sumlab.train.rundir import RunDir
 from sumlab.train.summary import print_summary
 
@@ -40,13 +42,20 @@ def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:
     load = functools.partial(load_raw, data, seed=cfg.seed, cache_dir=cfg.paths.cache_dir)
     splits = {s: load(s) for s in ("train", "validation")}
     if cfg.test and has_split(data, "test"):
-        test = load("test", require_summary=False)
+        try:
+            test = load("test", require_summary=False)
+        except SumlabError as ex:  # e.g. a hub preset's test split with data.test_file=null
+            raise SumlabError(f"{ex}; or pass test=false to train without a test step") from None
         if data.summary_column in test.column_names:
             splits["test"] = test
         else:
             print(
                 f"note: the test split has no {data.summary_column!r} column: skipping the test step", file=sys.stderr
             )
+    if rank_zero_only.rank == 0:
+        for split in ("validation", "test"):
+            if split in splits:
+                print(f"data: {split} is scored against {scored_against(data, list(splits[split].column_names))}")
     return splits
 
 
@@ -68,7 +77,7 @@ def build_module(
     module = SummarizationModule(
         model, tokenizer, family, model.generation_config, optim, rouge_tokenizer=cfg.metrics.tokenizer,
         monitor=cfg.metrics.monitor, mode=cfg.metrics.mode, multi_reference=cfg.metrics.multi_reference,
-        compile=cfg.model.compile,
+        compile=cfg.model.compile, rouge_remove=cfg.metrics.remove_tokens,
     )  # fmt: skip
     return module, SummarizationDataModule(cfg.data, family, splits, cfg.paths.cache_dir, seed=cfg.seed), added
 
@@ -82,8 +91,10 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if v is not None}
     kwargs["precision"] = training_precision(cfg)
     kwargs["use_distributed_sampler"] = False  # sumlab's batch samplers give each rank its own batches
+    kwargs.update(streaming_validation(cfg, kwargs))
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += sweep.trainer_callbacks(cfg)  # a sweep trial: Optuna pruning (none outside a sweep)
+    callbacks.append(TestPredictionWriter(run_dir.path))  # test_predictions.jsonl (acts in the test step only)
     if kwargs.get("enable_progress_bar") is False:  # the switch wins over the configured bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if kwargs.get("limit_val_batches") == 0:  # validation off: nothing to monitor, keep what needs no metric
@@ -98,6 +109,27 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir) -> L.Trainer:
         ]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir.path))
+
+
+STREAM_VALIDATIONS = 5  # data.streaming: validations over trainer.max_steps, as the offline default's 5 epochs
+
+
+def streaming_validation(cfg: DictConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """data.streaming: validate every N training batches unless trainer.val_check_interval is set.
+
+    A stream's epoch has no known end, so validation at epoch ends may never come before trainer.max_steps
+    stops the run, and the monitored metric the callbacks need would never be logged.
+    """
+    if not cfg.data.streaming or kwargs.get("val_check_interval") is not None or kwargs.get("limit_val_batches") == 0:
+        return {}
+    every = max(1, cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches // STREAM_VALIDATIONS)
+    if rank_zero_only.rank == 0:
+        print(
+            f"note: data.streaming=true: validating every {every} training batches "
+            f"(trainer.val_check_interval={every}; set it to choose)",
+            file=sys.stderr,
+        )
+    return {"val_check_interval": every, "check_val_every_n_epoch": None}
 
 
 def check_checkpoint(path: str, module: SummarizationModule) -> None:
@@ -148,6 +180,9 @@ def run(cfg: DictConfig) -> float:
     if trainer.is_global_zero:
         export_dir = run_dir.export(module.model, module.tokenizer) if cfg.export else None
         metrics = run_metrics(cfg, run_dir, trainer, module, splits, best_val, best_ckpt, ckpt_path, export_dir)
+        if "test" in splits:  # test_predictions.jsonl, and the leaderboard's error bar: test examples resampled
+            expected = module.test_metrics.get("num_examples")
+            metrics["intervals"] = predictions.merge(run_dir.path, expected, trainer.world_size)
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
         metrics["tags_added_to_vocabulary"] = added
         run_dir.write_metrics(metrics)
@@ -190,6 +225,8 @@ def run_metrics(cfg: DictConfig, run_dir: RunDir, trainer: L.Trainer, module: Su
         "data": cfg.data.name,
         "monitor": cfg.metrics.monitor,
         "mode": cfg.metrics.mode,
+        "rouge_tokenizer": cfg.metrics.tokenizer,  # how the ROUGE below was scored (python -m sumlab.compare reads it)
+        "multi_reference": cfg.metrics.multi_reference,
         "validation": best_val,
         "test": module.test_metrics,
         "examples": {

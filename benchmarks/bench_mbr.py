@@ -1,0 +1,202 @@
+"""Minimum-Bayes-risk decoding against beam search, per model and for an ensemble of two runs, on DialogSum dev.
+
+Models: (a) the offline default model (tiny_t5) trained on DialogSum by train.py (a completed run of the same
+config under outputs/train is reused, else one is trained: about half an hour on 2 cores); (b) SmolLM2-135M-Instruct
+fine-tuned with LoRA on DialogSum by `make bench-real` (benchmarks/bench_real.py writes it to
+outputs/bench_real/smollm2-lora-dialogsum-train<N>): of the completed runs under outputs/ whose model is
+smollm2_135m_instruct with a LoRA on DialogSum, the one trained on the most dialogues (then the newest), or
+--real-model-dir; without one, part (b) is skipped with a message.
+
+Rows per model, on the first --dev dialogues of DialogSum dev (predict.py itself, in this process): beam 4
+(decoding=beam, generation=beam4); MBR (ROUGE-L utility) over the n-best of 16 and 32 beams (decoding=mbr); MBR over
+16 and 32 nucleus samples (decoding=mbr_sampling, top_p 0.9). Then the ensemble of (a) and (b): the 16 n-best of each
+pooled by decoding.select_only over both outputs (no generation again), against each member. Each row: ROUGE-1/2/L
+F1 (x100), the difference in each to beam 4 of the same model (of the better member, for the ensemble) with a paired
+bootstrap 95% CI (sumlab.core.stats), generation samples/s, MBR selection ms per input (tokenizing apart), and how
+often MBR replaced the first candidate.
+
+    .venv/bin/python benchmarks/bench_mbr.py [--dev 200] [--candidates 16,32] [--real-model-dir DIR]
+    .venv/bin/python benchmarks/bench_mbr.py --dev 8 --candidates 4 --t5-model-dir DIR   # a quick check
+
+The last line reads ``mbr vs beam4 (real model): ROUGE-L +<d> (95% CI <lo>..<hi>), selection <ms> ms/input at
+N=32`` (MBR over 32 samples, the published setting, on model (b); ROUGE-L x100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from bench_predict import compose, default_model  # this directory is on sys.path when the script runs
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+DIALOGSUM = REPO.parent / "shared" / "data" / "dialogsum"
+# (a): the offline default model on DialogSum, as BENCHMARKS.md's DialogSum-trained tiny model
+T5_TRAIN = ["data=dialogsum", f"data.dir={DIALOGSUM}", "model.tiny.vocab_size=4000", "data.max_source_length=384",
+            "data.max_target_length=64", "data.max_eval_samples=64", "generation=greedy", "trainer.max_epochs=3",
+            "test=false"]  # fmt: skip
+REAL_MODEL = "smollm2_135m_instruct"
+KEYS = ("rouge1", "rouge2", "rougeL")
+HEADLINE = "mbr sampling 32"
+
+
+def find_real_run(output_dir: Path) -> Optional[Path]:
+    """The completed LoRA run of SmolLM2-135M-Instruct on DialogSum under outputs/ trained on the most dialogues."""
+    found = []
+    for info_file in output_dir.rglob("run.json"):
+        run = info_file.parent
+        try:
+            status = json.loads(info_file.read_text(encoding="utf-8")).get("status")
+            cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        except (OSError, ValueError, json.JSONDecodeError):
+            continue
+        lora = str(OmegaConf.select(cfg, "qlora.method", default="none")) != "none"
+        named = (OmegaConf.select(cfg, "model.name"), OmegaConf.select(cfg, "data.name"))
+        if status == "completed" and lora and (run / "export").is_dir() and named == (REAL_MODEL, "dialogsum"):
+            limit = OmegaConf.select(cfg, "data.max_train_samples", default=None)  # null: every dialogue
+            found.append((float("inf") if limit is None else limit, run.stat().st_mtime, run))
+    return max(found)[2] if found else None
+
+
+def rows_of(candidates: list[int]) -> dict[str, list[str]]:
+    """Row name -> predict.py overrides."""
+    rows = {"beam4": ["decoding=beam", "generation=beam4"]}
+    for n in candidates:
+        rows[f"mbr n-best {n}"] = ["decoding=mbr", f"decoding.candidates={n}"]
+        rows[f"mbr sampling {n}"] = ["decoding=mbr_sampling", f"decoding.candidates={n}"]
+    return rows
+
+
+def predict(overrides: list[str], out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """predict.py in this process: (metrics.json, predictions.jsonl rows)."""
+    from sumlab.predict import run
+
+    metrics = run(compose([*overrides, f"output.dir={out}", f"paths.run_dir={out}", "output.overwrite=true",
+                           "trainer.enable_progress_bar=false"]))  # fmt: skip
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    return metrics, rows
+
+
+def per_example(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each example's ROUGE-1/2/L F1 (x100) against its reference."""
+    from sumlab.text.rouge import score_pair
+
+    scores = [score_pair(r["prediction"], r["reference"]) for r in rows]
+    return {k: [100 * s[k] for s in scores] for k in KEYS}
+
+
+def measure(name: str, metrics: dict[str, Any], rows: list[dict[str, Any]], base: Optional[dict]) -> dict[str, Any]:
+    """One table row: means, differences to `base` with paired bootstrap CIs, speed, selection cost."""
+    from sumlab.core.stats import paired_bootstrap
+
+    scores = per_example(rows)
+    row = {"name": name, "scores": scores, "means": {k: sum(v) / len(v) for k, v in scores.items()},
+           "samples_per_second": metrics.get("samples_per_second"),
+           "selection_ms": metrics.get("selection_ms_per_input"), "tokenize_ms": metrics.get("tokenize_ms_per_input"),
+           "changed": metrics.get("changed_share")}  # fmt: skip
+    if base is not None:
+        row["diff"] = {k: paired_bootstrap(base["scores"][k], scores[k]) for k in KEYS}
+    return row
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    print(f"  {'row':26s} {'R-1':>6s} {'R-2':>6s} {'R-L':>6s} {'dR-L vs base (95% CI)':>26s} {'dR-1':>6s} {'dR-2':>6s}"
+          f" {'samples/s':>9s} {'select ms':>9s} {'tok ms':>7s} {'changed':>7s}")  # fmt: skip
+    for r in rows:
+        m, d = r["means"], r.get("diff")
+        ci = f"{d['rougeL'].difference:+.2f} ({d['rougeL'].low:+.2f}..{d['rougeL'].high:+.2f})" if d else "(base)"
+        d1, d2 = (f"{d[k].difference:+.2f}" if d else "" for k in ("rouge1", "rouge2"))
+        cells = [(r["samples_per_second"], ".2f", 9), (r["selection_ms"], ".3f", 9), (r["tokenize_ms"], ".3f", 7),
+                 (r["changed"], ".1%", 7)]  # fmt: skip
+        rest = " ".join(format("-" if v is None else format(v, spec), f">{width}") for v, spec, width in cells)
+        print(f"  {r['name']:26s} {m['rouge1']:6.2f} {m['rouge2']:6.2f} {m['rougeL']:6.2f} {ci:>26s} {d1:>6s} {d2:>6s} "
+              f"{rest}", flush=True)  # fmt: skip
+
+
+def bench_model(label: str, model_dir: Path, common: list[str], candidates: list[int], work: Path,
+                batch_rows: int) -> tuple[list[dict[str, Any]], dict[str, Path]]:  # fmt: skip
+    """Every row on one model: (table rows, output directory per row)."""
+    table, outs, base = [], {}, None
+    for name, overrides in rows_of(candidates).items():
+        n = max([int(o.split("=")[1]) for o in overrides if o.startswith("decoding.candidates=")] or [4])
+        outs[name] = work / f"{label}-{name.replace(' ', '_')}"
+        batch = max(1, min(16, batch_rows // n))  # rows per generate call stay about the same
+        metrics, rows = predict([*common, f"model_dir={model_dir}", *overrides, f"batch_size={batch}"], outs[name])
+        table.append(measure(name, metrics, rows, base))
+        base = base or table[0]
+    return table, outs
+
+
+def bench_ensemble(models: dict[str, Path], outs: dict[str, dict[str, Path]], tables: dict[str, list],
+                   common: list[str], n: int, work: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """The two models' n-best candidates pooled (select_only over both outputs), against the better member alone."""
+    row_name = f"mbr n-best {n}"
+    sources = ",".join(str(outs[label][row_name]) for label in models)
+    model_list = ",".join(str(m) for m in models.values())
+    metrics, rows = predict([*common, f"model_dir=[{model_list}]", "decoding=mbr", "decoding.select_only=true",
+                             f"decoding.candidates_from=[{sources}]"], work / "ensemble")  # fmt: skip
+    members = [{**next(r for r in tables[label] if r["name"] == row_name), "name": f"{label} {row_name}", "diff": None}
+               for label in models]  # fmt: skip
+    best = max(members, key=lambda r: r["means"]["rougeL"])
+    return [*members, measure(f"ensemble {row_name} x2", metrics, rows, best)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dev", type=int, default=200, help="first N DialogSum dev dialogues")
+    ap.add_argument("--candidates", default="16,32", help="MBR candidates per input, comma-separated")
+    ap.add_argument("--t5-model-dir", default=None, help="(a): a DialogSum-trained run (default: trained or reused)")
+    ap.add_argument("--real-model-dir", default=None, help="(b): the LoRA-fine-tuned SmolLM2 run (default: found)")
+    ap.add_argument("--batch-rows", type=int, default=64, help="sequences per generate call (batch_size x beams)")
+    args = ap.parse_args()
+    if not (DIALOGSUM / "dev.jsonl").is_file():
+        print(f"bench-mbr skipped: DialogSum is not at {DIALOGSUM} (../shared/data/dialogsum)")
+        print("mbr vs beam4 (real model): skipped (no DialogSum data)")
+        return 0
+    candidates = [int(c) for c in args.candidates.split(",")]
+    common = ["data=dialogsum", f"data.dir={DIALOGSUM}", "data.split=validation",
+              f"data.max_predict_samples={args.dev}"]  # fmt: skip
+    output_dir = Path(compose(["model_dir=x"]).paths.output_dir)
+    models = {"t5": Path(args.t5_model_dir) if args.t5_model_dir else default_model(T5_TRAIN)}
+    real = Path(args.real_model_dir) if args.real_model_dir else find_real_run(output_dir)
+    if real is None:
+        print(f"part (b) skipped: no completed LoRA run of {REAL_MODEL} on DialogSum under {output_dir}: run "
+              "`make bench-real` first, or pass --real-model-dir", flush=True)  # fmt: skip
+    else:
+        models["smollm2"] = real
+    print(f"{args.dev} DialogSum dev dialogues; models: " + ", ".join(f"{k} {v}" for k, v in models.items()) +
+          f"; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    tables, outs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, model_dir in models.items():
+            tables[label], outs[label] = bench_model(label, model_dir, common, candidates, Path(tmp), args.batch_rows)
+            print_table(f"{label}: {model_dir} (ROUGE F1 x100; differences to its beam 4)", tables[label])
+        if len(models) == 2:
+            ensemble = bench_ensemble(models, outs, tables, common, candidates[0], Path(tmp))
+            print_table(f"ensemble of {' + '.join(models)} (difference to the better member's n-best {candidates[0]})",
+                        ensemble)  # fmt: skip
+    return headline(tables.get("smollm2"), candidates)
+
+
+def headline(table: Optional[list[dict[str, Any]]], candidates: list[int]) -> int:
+    n = max(candidates)
+    row = next((r for r in table or [] if r["name"] == f"mbr sampling {n}"), None)
+    if row is None:
+        print("mbr vs beam4 (real model): skipped (no fine-tuned SmolLM2 run: `make bench-real`, or --real-model-dir)")
+        return 0
+    d = row["diff"]["rougeL"]
+    print(
+        f"mbr vs beam4 (real model): ROUGE-L {d.difference:+.2f} (95% CI {d.low:.2f}..{d.high:.2f}), "
+        f"selection {row['selection_ms']:.2f} ms/input at N={n}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
