@@ -1,4 +1,5 @@
-"""Family behaviour: causal loss masks exactly summary + EOS; seq2seq pads labels with -100; EOS added where missing."""
+"""Family behaviour: causal loss masks exactly summary + EOS; seq2seq pads labels with -100; BOS/EOS added where
+missing."""
 
 from __future__ import annotations
 
@@ -69,6 +70,19 @@ def test_seq2seq_appends_eos_when_tokenizer_adds_none() -> None:
     feats = fam.features("hello there", "a short one", 32, 4)
     assert feats["input_ids"][-1] == tok.eos_token_id and feats["labels"][-1] == tok.eos_token_id
     assert len(feats["labels"]) == 4  # truncation leaves room for the EOS
+
+
+def test_seq2seq_wraps_source_in_bos_eos_when_tokenizer_adds_neither() -> None:
+    """KoBART's case: a BART vocabulary whose tokenizer adds no <s>/</s> gets <s> source </s> and summary </s>
+    (decoding starts at </s>, so the summary's first token is learnt right after it)."""
+    from tokenizers import processors
+
+    tok = train_tiny_tokenizer("bart", 300, TEXTS)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A")  # adds nothing, as KoBART's
+    assert tok("hello")["input_ids"] == tok("hello", add_special_tokens=False)["input_ids"]
+    feats = Seq2Seq(tok).features("hello there", "a short one", 32, 3)
+    assert feats["input_ids"] == [tok.bos_token_id, *tok("hello there")["input_ids"], tok.eos_token_id]
+    assert feats["labels"] == [*tok("a short one")["input_ids"][:2], tok.eos_token_id]  # cut, EOS kept, no BOS
 
 
 def test_tags_stay_whole_and_survive_decoding() -> None:

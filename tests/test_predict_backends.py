@@ -7,6 +7,7 @@ import json
 import signal
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import ctranslate2  # noqa: F401  (a hard dependency and the default engine: a broken install must fail here)
@@ -84,6 +85,26 @@ def test_ctranslate2_fp32_equals_hf(arch_run: tuple[str, Path], setting: str, tm
     assert len({t for t, _ in ours}) > 1
     if "min_new_tokens" in SETTINGS[setting]:
         assert min(n for _, n in ours) >= 6 - 1  # min_new_tokens held (BART's first token is <s>, not counted)
+
+
+def test_causal_beams_reach_ctranslate2_one_prompt_length_at_a_time() -> None:
+    """CTranslate2's beam search over prompts of unequal lengths can change a shorter prompt's result (seen on a tiny
+    Qwen3, tests/test_real_tokenizers.py): with beams each call gets one length; results come back in input order."""
+
+    class Generator:  # records what CTranslate2 would be asked
+        def generate_batch(self, prompts: list[list[str]], **options: object) -> list[SimpleNamespace]:
+            calls.append([len(p) for p in prompts])
+            return [SimpleNamespace(sequences_ids=[[len(p), ord(p[0])]]) for p in prompts]
+
+    engine = backends.CT2Engine.__new__(backends.CT2Engine)  # no model: only the batching is under test
+    engine.engine = Generator()
+    prompts = [["a"] * 3, ["b"], ["c"] * 3, ["d"] * 2]
+    for beams, expected_calls in ((4, [[3, 3], [1], [2]]), (1, [[3, 1, 3, 2]])):
+        calls: list[list[int]] = []
+        engine.options = {"beam_size": beams}
+        results = engine._generate_batch(prompts)
+        assert [r.sequences_ids[0] for r in results] == [[3, ord("a")], [1, ord("b")], [3, ord("c")], [2, ord("d")]]
+        assert calls == expected_calls
 
 
 def test_forced_bos_and_eos_map_to_prefix_and_shorter_limit() -> None:

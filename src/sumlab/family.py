@@ -55,23 +55,26 @@ class Seq2Seq:
     def __init__(self, tokenizer: Any, prefix: str = "") -> None:
         self.tokenizer = tokenizer
         self.prefix = prefix
-        # Some tokenizers (KoBART's) add no EOS; a seq2seq model must see where source and summary end.
-        self._append_eos = tokenizer.eos_token_id is not None and tokenizer("a")["input_ids"][-1:] != [
-            tokenizer.eos_token_id
-        ]
+        # A seq2seq model must see where source and summary end: a tokenizer that adds no EOS by itself (KoBART's)
+        # gets it appended to both. One that adds nothing at all but has a BOS (KoBART's) also gets BOS before the
+        # source, as the KoBART summarization checkpoints read it (<s> text </s>); the summary gets no BOS:
+        # decoding starts at decoder_start_token_id (KoBART's </s>) and the first generated token is the summary's.
+        probe, bos, eos = tokenizer("a")["input_ids"], tokenizer.bos_token_id, tokenizer.eos_token_id
+        self._append_eos = eos is not None and probe[-1:] != [eos]
+        self._source_start = [bos] if self._append_eos and bos is not None and probe[:1] != [bos] else []
         self._collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
 
-    def _encode(self, text: str, max_length: int) -> list[int]:
-        limit = max_length - 1 if self._append_eos else max_length
+    def _encode(self, text: str, max_length: int, start: list[int]) -> list[int]:
+        limit = max_length - len(start) - self._append_eos
         ids = self.tokenizer(text, truncation=True, max_length=limit)["input_ids"]
-        return ids + [self.tokenizer.eos_token_id] if self._append_eos else ids
+        return start + ids + ([self.tokenizer.eos_token_id] if self._append_eos else [])
 
     def features(self, text: str, summary: Optional[str], max_source: int, max_target: int,
                  fields: Optional[dict[str, Any]] = None) -> dict[str, list[int]]:  # fmt: skip
         """``fields`` (other columns) are for chat prompts; a seq2seq source is ``prefix + text``."""
-        feats = {"input_ids": self._encode(self.prefix + text, max_source)}
+        feats = {"input_ids": self._encode(self.prefix + text, max_source, self._source_start)}
         if summary is not None:
-            feats["labels"] = self._encode(summary, max_target)
+            feats["labels"] = self._encode(summary, max_target, [])
         return feats
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

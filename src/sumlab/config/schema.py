@@ -34,21 +34,27 @@ class TinyArch(str, Enum):
     gpt2 = "gpt2"
     llama = "llama"  # Llama 3 style decoder, with Llama 3 chat tokens and template
     qwen3 = "qwen3"  # Qwen3 decoder, with Qwen chat tokens and template
+    pegasus = "pegasus"  # Pegasus encoder-decoder (pre-norm, sinusoidal positions; decoding starts at the pad token)
 
 
 @dataclass
 class TinyModelConfig:
-    """A small model built from a config (no download); its tokenizer is trained on the training data."""
+    """A small model built from a config (no download); its tokenizer is trained on the training data, or is the
+    real tokenizer of a checkpoint (``tokenizer``)."""
 
     arch: TinyArch = TinyArch.t5
     d_model: int = 128
     num_layers: int = 2  # per stack: encoder and decoder each get this many
     num_heads: int = 4
     d_ff: int = 512
-    vocab_size: int = 2000  # tokenizer training target; the trained vocabulary may be smaller
+    vocab_size: int = 2000  # tokenizer training target; the trained vocabulary may be smaller (unused with `tokenizer`)
     dropout: float = 0.1
     max_positions: int = 1024  # BART/GPT-2 learned positions; Llama/Qwen3 rotary range (T5 uses relative buckets)
     num_kv_heads: Optional[int] = None  # llama/qwen3: grouped-query key/value heads; null = num_heads
+    # a local folder holding a real checkpoint's tokenizer (AutoTokenizer.from_pretrained, e.g.
+    # ../shared/tokenizers/kobart): the model is sized to its vocabulary (tags included) and takes its special token
+    # ids and chat template as they are; null = train a BPE on the training texts (with sumlab's tiny chat templates)
+    tokenizer: Optional[str] = None
 
 
 @dataclass

@@ -23,6 +23,10 @@ tests/test_predict_backends.py, fp32 outputs equal), the mapping below says how 
 - min_new_tokens = min_decoding_length / min_length (EOS masked before it): equal in greedy search; in beam
   search HF masks EOS after log_softmax and CTranslate2 before it (renormalising the rest), which changed
   1 of 16 tiny GPT-2 outputs: not supported with beams.
+- beam search of decoder-only models: with prompts of unequal lengths in one generate_batch call, a
+  prompt's result can depend on the longer prompts beside it (seen on a tiny Qwen3 with its real vocabulary:
+  a hypothesis one token longer won), while prompts of one length each get their result alone, equal to
+  transformers'. So beams go to CTranslate2 one prompt length at a time (greedy search is unaffected).
 - sampling: top_k, top_p and temperature map one to one (CTranslate2 seeds with set_random_seed);
   samples are not the same draws as torch's, so sampled text differs from hf's while following the
   same distribution. Beam sampling (do_sample with num_beams > 1) is not supported.
@@ -178,6 +182,14 @@ def _is_complete(path: Path) -> bool:
     return (path / "model.bin").is_file() and (path / "config.json").is_file()
 
 
+# Config keys the converter reads that transformers 5 no longer defines (hub config.json files still carry them):
+# BART is post-norm; Pegasus is pre-norm, without a layer norm on its embeddings.
+LEGACY_CONFIG_KEYS = {
+    "bart": {"normalize_before": False},
+    "pegasus": {"normalize_before": True, "normalize_embedding": False},
+}
+
+
 class _TokenNames:
     """The tokenizer as the converter reads it: a tiny GPT-2 tokenizer has no BOS/UNK names, which CTranslate2's
     config requires (GPT-2's own uses <|endoftext|> for all three)."""
@@ -217,8 +229,9 @@ def convert(model: Any, tokenizer: Any, target: Path, compute_type: str) -> floa
             # The converter loads the model itself with from_pretrained; ours may hold a .ckpt's weights, and
             # is already in memory: hand it over as is. It reads the config from a directory: the model's own.
             def load_model(self, model_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
-                if loaded.config.model_type == "bart" and not hasattr(loaded.config, "normalize_before"):
-                    loaded.config.normalize_before = False  # transformers 5 dropped it; BART is post-norm
+                for key, value in LEGACY_CONFIG_KEYS.get(loaded.config.model_type, {}).items():
+                    if not hasattr(loaded.config, key):
+                        setattr(loaded.config, key, value)
                 return loaded
 
             def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> Any:
@@ -338,7 +351,7 @@ class CT2Engine:
             prefix = [self.prefix] * len(tokens) if self.prefix else None
             results = self.engine.translate_batch(tokens, target_prefix=prefix, **self.options, **extra)
             return [([self.tokenizer.convert_tokens_to_ids(h) for h in r.hypotheses], r.scores) for r in results]
-        return [(r.sequences_ids, r.scores) for r in self.engine.generate_batch(tokens, **self.options, **extra)]
+        return [(r.sequences_ids, r.scores) for r in self._generate_batch(tokens, **extra)]
 
     def _decode(self, sequences: list[list[int]]) -> tuple[list[str], list[int]]:
         lengths = [sum(1 for t in s if t not in self.special) for s in sequences]
@@ -354,6 +367,19 @@ class CT2Engine:
         texts, lengths = self._decode([h for hypotheses, _ in results for h in hypotheses])
         flat = iter(zip(texts, lengths, strict=True))
         return [[Candidate(*next(flat), float(score)) for score in scores] for _, scores in results]
+
+    def _generate_batch(self, prompts: list[list[str]], **extra: Any) -> list[Any]:
+        """Generator.generate_batch's results in input order; with beams, one call per prompt length (see the
+        module docstring)."""
+        groups: dict[int, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(len(prompt) if self.options["beam_size"] > 1 else 0, []).append(i)
+        results: list[Any] = [None] * len(prompts)
+        for members in groups.values():
+            batch = self.engine.generate_batch([prompts[i] for i in members], **self.options, **extra)
+            for i, result in zip(members, batch, strict=True):
+                results[i] = result
+        return results
 
 
 def cpu_threads() -> int:

@@ -2,7 +2,7 @@
 
 1. the weights: a hub id or local HF directory (:mod:`.hub`, quantized when ``qlora`` says so), a llama.cpp
    GGUF file dequantized once into a cached HF directory (:mod:`.gguf`), or a tiny model built from a config
-   with a tokenizer trained on the data (:mod:`.tiny`);
+   with a tokenizer trained on the data or a real one (``model.tiny.tokenizer``, :mod:`.tiny`);
 2. the tokenizer's extras: data tags as whole tokens (:mod:`.tags`), end-of-turn tokens that stop generation;
 3. memory: gradient checkpointing;
 4. LoRA / QLoRA adapters (:mod:`.adapters`);
@@ -24,7 +24,7 @@ from sumlab.family import end_of_turn_ids
 from sumlab.models import adapters, dropout, gguf
 from sumlab.models.hub import load_pretrained
 from sumlab.models.tags import add_tags
-from sumlab.models.tiny import cached_tiny_tokenizer, tiny_model, train_tiny_tokenizer
+from sumlab.models.tiny import cached_tiny_tokenizer, real_tokenizer, tiny_model, train_tiny_tokenizer
 from sumlab.text.tags import find_tags
 
 __all__ = ["add_tags", "build", "find_tags", "load_pretrained", "stop_token_ids", "tiny_model", "train_tiny_tokenizer"]
@@ -50,9 +50,12 @@ def build(
     quantized_load = adapters.load_kwargs(qlora_cfg, accelerator)  # empty unless the base loads quantized
     tags = find_tags(train_texts, data_cfg.special_token_pattern) if data_cfg.special_tokens else []
     if model_cfg.tiny is not None:
-        regex = re.compile(data_cfg.special_token_pattern)
-        plain = [regex.sub(" ", t) for t in train_texts] if tags else train_texts
-        tokenizer = cached_tiny_tokenizer(model_cfg.tiny, plain, cache_dir)
+        if model_cfg.tiny.get("tokenizer"):  # .get: run configs saved before the key
+            tokenizer = real_tokenizer(model_cfg.tiny.tokenizer)
+        else:
+            regex = re.compile(data_cfg.special_token_pattern)
+            plain = [regex.sub(" ", t) for t in train_texts] if tags else train_texts
+            tokenizer = cached_tiny_tokenizer(model_cfg.tiny, plain, cache_dir)
         added = add_tags(None, tokenizer, tags)  # before the model exists: its vocabulary includes them
         model = tiny_model(model_cfg.tiny, tokenizer)
     else:

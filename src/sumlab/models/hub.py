@@ -36,9 +36,7 @@ def load_tokenizer(name_or_path: str, revision: Any = None, trust_remote_code: b
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as ex:
         raise _unloadable(name_or_path, ex) from None
-    if tokenizer.pad_token is None:  # GPT-2 and Llama 3 have none; EOS is the usual stand-in
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return pad_as_eos(tokenizer)
 
 
 def load_model(
@@ -70,3 +68,10 @@ def _unloadable(name_or_path: str, ex: Exception) -> SumlabError:
         f"cannot load model {name_or_path!r}: {where} ({type(ex).__name__}); "
         "set model.name_or_path to a local HF directory, or download it where there is internet"
     )
+
+
+def pad_as_eos(tokenizer: Any) -> Any:
+    """The tokenizer with a pad token: GPT-2 and Llama 3 have none; EOS is the usual stand-in."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

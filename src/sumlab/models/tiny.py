@@ -1,11 +1,13 @@
 """Tiny models built from a config: the offline default (no download).
 
 The tokenizer is a BPE trained on the training texts (cached under ``paths.cache_dir`` by a hash of the
-texts and settings); the model is a transformers config of the same family sized by ``model.tiny``.
-The decoder-LLM architectures (``llama``, ``qwen3``) get the special tokens and a chat template in the
-style of the real instruct checkpoints (Llama 3 header tokens and ``<|eot_id|>``; Qwen's ``<|im_start|>``
-and ``<|im_end|>``, with Qwen3's empty think block when thinking is off), so the chat-template path is
-exercised offline exactly as with the real models.
+texts and settings), or with ``model.tiny.tokenizer`` a real checkpoint's tokenizer read from a local folder
+(:func:`real_tokenizer`); the model is a transformers config of the same family sized by ``model.tiny``, its
+vocabulary and special token ids taken from the tokenizer. Trained tokenizers of the decoder-LLM architectures
+(``llama``, ``qwen3``) get the special tokens and a chat template in the style of the real instruct checkpoints
+(Llama 3 header tokens and ``<|eot_id|>``; Qwen's ``<|im_start|>`` and ``<|im_end|>``, with Qwen3's empty think
+block when thinking is off), so the chat-template path is exercised offline as with the real models; a real
+tokenizer keeps its own template.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PegasusConfig,
+    PegasusForConditionalGeneration,
     PreTrainedTokenizerFast,
     Qwen3Config,
     Qwen3ForCausalLM,
@@ -33,11 +37,14 @@ from transformers import (
 )
 
 from sumlab.config.schema import enum_value
+from sumlab.core.errors import SumlabError
 from sumlab.core.io import temp_dir
+from sumlab.models.hub import pad_as_eos
 
 # Special tokens of each tiny architecture, in id order, as the real checkpoints number them.
 TINY_SPECIALS = {
     "t5": {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "pegasus": {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"},  # no BOS, as Pegasus
     "bart": {
         "bos_token": "<s>",
         "pad_token": "<pad>",
@@ -50,6 +57,7 @@ TINY_SPECIALS = {
     "llama": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>"},
     "qwen3": {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"},
 }
+SENTENCEPIECE_STYLE = ("t5", "pegasus")  # trained tokenizers with "▁word" pieces (the others are byte-level BPE)
 # Chat-turn tokens besides the named specials above (also special: decoding drops them).
 TINY_TURN_TOKENS = {
     "llama": ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"],
@@ -81,7 +89,7 @@ def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTra
 
     specials = list(TINY_SPECIALS[arch].values()) + TINY_TURN_TOKENS.get(arch, [])
     tok = Tokenizer(models.BPE(unk_token=TINY_SPECIALS[arch].get("unk_token")))
-    if arch == "t5":  # T5-style "▁word" pieces
+    if arch in SENTENCEPIECE_STYLE:  # T5-style "▁word" pieces
         tok.normalizer = normalizers.NFKC()
         # "first": no space is invented after an added tag, so "#Person1#: hi" decodes unchanged.
         tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -99,7 +107,7 @@ def train_tiny_tokenizer(arch: str, vocab_size: int, texts: list[str]) -> PreTra
             vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
         )
     tok.train_from_iterator(texts, trainer)
-    if arch == "t5":
+    if arch in SENTENCEPIECE_STYLE:  # EOS appended, no BOS
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     elif arch == "bart":
         tok.post_processor = processors.TemplateProcessing(
@@ -136,6 +144,36 @@ def cached_tiny_tokenizer(tiny: DictConfig, texts: list[str], cache_dir: str) ->
     return AutoTokenizer.from_pretrained(path)
 
 
+# Files that hold a vocabulary: a folder with none of them is no tokenizer (AutoTokenizer would build an empty one
+# from a model's config.json alone).
+VOCAB_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "vocab.txt",
+)
+
+
+def real_tokenizer(folder: str) -> Any:
+    """``model.tiny.tokenizer``: a real checkpoint's tokenizer from a local folder, as that checkpoint ships it
+    (special tokens, chat template); only a missing pad token is filled in, as for hub models."""
+    path = Path(folder).expanduser()
+    fix = "point it at a local folder holding a tokenizer (tokenizer.json, or vocab files and tokenizer_config.json)"
+    if not path.is_dir():
+        raise SumlabError(f"model.tiny.tokenizer={folder}: no such directory: {fix}, or null to train one on the data")
+    if not any((path / name).is_file() for name in VOCAB_FILES):
+        raise SumlabError(f"model.tiny.tokenizer={folder} holds no tokenizer (none of {', '.join(VOCAB_FILES)}): {fix}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as ex:  # transformers raises many types for files it cannot read
+        raise SumlabError(
+            f"model.tiny.tokenizer={folder}: cannot load its tokenizer ({type(ex).__name__}: {str(ex)[:120]}): {fix}"
+        ) from None
+    return pad_as_eos(tokenizer)
+
+
 def tiny_model(tiny: DictConfig, tokenizer: Any) -> Any:
     arch, vocab, d, layers, heads = enum_value(tiny.arch), len(tokenizer), tiny.d_model, tiny.num_layers, tiny.num_heads
     if arch == "t5":
@@ -152,9 +190,20 @@ def tiny_model(tiny: DictConfig, tokenizer: Any) -> Any:
             encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=tiny.d_ff,
             decoder_ffn_dim=tiny.d_ff, dropout=tiny.dropout, max_position_embeddings=tiny.max_positions,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id, forced_eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id,  # BART's (and KoBART's): decoding starts at EOS
         )  # fmt: skip
         return BartForConditionalGeneration(config)
+    if arch == "pegasus":
+        config = PegasusConfig(
+            vocab_size=vocab, d_model=d, encoder_layers=layers, decoder_layers=layers,
+            encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=tiny.d_ff,
+            decoder_ffn_dim=tiny.d_ff, dropout=tiny.dropout, max_position_embeddings=tiny.max_positions,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            forced_eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,  # Pegasus has no BOS: decoding starts at the pad token
+        )  # fmt: skip
+        return PegasusForConditionalGeneration(config)
     if arch in ("llama", "qwen3"):  # grouped-query attention, RMSNorm, SwiGLU, rotary positions
         config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen3Config, Qwen3ForCausalLM)
         config = config_cls(
