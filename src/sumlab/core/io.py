@@ -171,7 +171,7 @@ def build_dir_once(target: Path, build: Callable[[Path], None], complete: Callab
             return False
         for stale in target.parent.glob(f".{target.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        tmp = temp_dir(target.parent, f".{target.name}.tmp-")
         try:
             build(tmp)
             os.rename(tmp, target)

@@ -13,7 +13,6 @@ tokenizer keeps its own template.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import string
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from transformers import (
 
 from sumlab.config.schema import enum_value
 from sumlab.core.errors import SumlabError
-from sumlab.core.io import temp_dir
+from sumlab.core.io import build_dir_once
 from sumlab.models.hub import pad_as_eos
 
 # Special tokens of each tiny architecture, in id order, as the real checkpoints number them.
@@ -134,13 +133,9 @@ def cached_tiny_tokenizer(tiny: DictConfig, texts: list[str], cache_dir: str) ->
         digest.update(text.encode())
         digest.update(b"\0")
     path = Path(cache_dir) / "tokenizers" / f"{arch}-{tiny.vocab_size}-{digest.hexdigest()[:16]}"
-    if not path.is_dir():
-        tmp = temp_dir(path.parent, ".tmp-")
-        train_tiny_tokenizer(arch, int(tiny.vocab_size), texts).save_pretrained(tmp)
-        try:
-            tmp.rename(path)  # atomic: a concurrent run that got there first wins, ours is dropped
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # one process trains it (ranks and sweep workers wait); a killed build leaves nothing that looks complete
+    build_dir_once(path, lambda tmp: train_tiny_tokenizer(arch, int(tiny.vocab_size), texts).save_pretrained(tmp),
+                   lambda p: (p / "tokenizer_config.json").is_file())  # fmt: skip
     return AutoTokenizer.from_pretrained(path)
 
 
