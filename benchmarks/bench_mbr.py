@@ -3,7 +3,8 @@
 Models: (a) the offline default model (tiny_t5) trained on DialogSum by train.py (a completed run of the same
 config under outputs/train is reused, else one is trained: one epoch, about 12 minutes on 2 quiet cores; the 3-epoch
 run in BENCHMARKS.md's prediction section was best at epoch 1); (b) SmolLM2-135M-Instruct fine-tuned with LoRA on
-DialogSum by `make bench-real` (benchmarks/bench_real.py writes it to outputs/bench_real/smollm2-lora-dialogsum-train<N>): of the completed runs under outputs/ whose model is
+DialogSum by `make bench-real` (benchmarks/bench_real.py writes it to
+outputs/bench_real/smollm2-lora-dialogsum-train<N>): of the completed runs under outputs/ whose model is
 smollm2_135m_instruct with a LoRA on DialogSum, the one trained on the most dialogues (then the newest), or
 --real-model-dir; without one, part (b) is skipped with a message.
 
