@@ -60,6 +60,15 @@ def _patch(mode: str) -> None:
         sys.exit(f"predict_probe: unknown PREDICT_PROBE={mode}")
 
 
+def _own_peak_kib() -> int:
+    """This process's peak RSS since it started its program (VmHWM). Not ru_maxrss: Linux carries that over from
+    the parent across fork + exec, so a rank started by a big process reports the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc: the best there is
+
+
 def _record_peaks(out: Path) -> None:
     import sumlab.predict.runner as runner
 
@@ -76,7 +85,7 @@ def _record_peaks(out: Path) -> None:
 
         result = generate(*args, **kwargs)
         rank = dist.get_rank() if dist.is_initialized() else 0
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_mib = _own_peak_kib() / 1024
         out.mkdir(parents=True, exist_ok=True)
         record = {"rank": rank, "peak_rss_mib": round(peak_mib, 1), "load_seconds": round(sum(seconds), 2)}
         (out / f"rank{rank}.json").write_text(json.dumps(record))
