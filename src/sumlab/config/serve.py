@@ -44,7 +44,7 @@ class ServeConfig:
     # <key>`); unset or empty variable: no key. The key itself never goes in a config.
     api_key_env: Optional[str] = "SUMLAB_API_KEY"
     max_batch_size: int = 16  # requests one engine call may take together (LitServe's dynamic batching); 1: none
-    batch_timeout: float = 0.05  # seconds a batch waits for more requests before it runs
+    batch_timeout: float = 0.01  # seconds a batch waits for more requests before it runs
     request_timeout: float = 120.0  # seconds a request may wait for its batch, else 504
     # seconds a stop (SIGTERM) waits for the requests in flight; an open page's event stream counts as one, and is
     # cut after this
