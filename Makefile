@@ -37,7 +37,7 @@ bench: bench-predict bench-memory bench-data bench-train bench-real bench-mbr be
 bench-predict:  ## naive HF loop vs predict.py (hf, ctranslate2) vs raw CTranslate2: offline default T5 and tiny_llama (trained or reused); MODEL_DIR=<dialogsum run> for DialogSum test [ARGS="--sections llm"]
 	$(PY) benchmarks/bench_predict.py $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(ARGS)
 
-bench-mbr:  ## MBR decoding vs beam 4 on 200 DialogSum dev dialogues: n-best and sampled candidates (16, 32), the offline default model and the LoRA SmolLM2 of bench-real, an ensemble of both; ROUGE diffs with paired bootstrap CIs [ARGS="--dev 20 --candidates 4"]
+bench-mbr:  ## MBR decoding vs beam 4 on 200 DialogSum dev dialogues: n-best and sampled candidates (16, 32), the offline default model and the LoRA SmolLM2 of bench-real (a second seed trained for the ensemble), ensembles of the two SmolLM2 runs and of both models; ROUGE diffs with paired bootstrap CIs [ARGS="--dev 20 --candidates 4 --sources beam"]
 	$(PY) benchmarks/bench_mbr.py $(ARGS)
 
 bench-train:  ## train.py vs transformers' Seq2SeqTrainer on DialogSum (small_t5, 512 dialogues, 1 epoch, beams-4 validation), then tiny_llama tokens/s with and without data.packing [ARGS="--sections llm" or "--train 2000"]

@@ -1,26 +1,32 @@
 """Minimum-Bayes-risk decoding against beam search, per model and for an ensemble of two runs, on DialogSum dev.
 
 Models: (a) the offline default model (tiny_t5) trained on DialogSum by train.py (a completed run of the same
-config under outputs/train is reused, else one is trained: one epoch, about 12 minutes on 2 quiet cores; the 3-epoch
+config under outputs/train is reused, else one is trained: one epoch, about 4 minutes on 2 quiet cores; the 3-epoch
 run in BENCHMARKS.md's prediction section was best at epoch 1); (b) SmolLM2-135M-Instruct fine-tuned with LoRA on
 DialogSum by `make bench-real` (benchmarks/bench_real.py writes it to
 outputs/bench_real/smollm2-lora-dialogsum-train<N>): of the completed runs under outputs/ whose model is
-smollm2_135m_instruct with a LoRA on DialogSum, the one trained on the most dialogues (then the newest), or
---real-model-dir; without one, part (b) is skipped with a message.
+smollm2_135m_instruct with a LoRA on DialogSum, the one trained on the most dialogues (then the newest, a run with
+seed 7 last), or --real-model-dir; without one, part (b) is skipped with a message; (b'): a second run of (b)'s
+recipe and dialogues with seed 7 (bench_real's, trained here unless complete, about 15 minutes), or
+--second-model-dir: the member of comparable quality that an ensemble needs.
 
-Rows per model, on the first --dev dialogues of DialogSum dev (predict.py itself, in this process): beam 4
+Rows per model, on the first --dev dialogues of DialogSum dev (predict.py itself, in this process; each row's
+output under outputs/bench_mbr/dev<N>/, reused when complete, so a stopped benchmark goes on where it stopped): beam 4
 (decoding=beam, generation=beam4); MBR (ROUGE-L utility) over the n-best of 16 and 32 beams (decoding=mbr); MBR over
-16 and 32 nucleus samples (decoding=mbr_sampling, top_p 0.9). Then the ensemble of (a) and (b): the 16 n-best of each
-pooled by decoding.select_only over both outputs (no generation again), against each member. Each row: ROUGE-1/2/L
+16 and 32 nucleus samples (decoding=mbr_sampling, top_p 0.9); --sources beam keeps the n-best rows alone. (b') runs
+the n-best of the first --candidates only. Then two ensembles, (b)+(b') and (a)+(b): each member's n-best pooled per
+input by decoding.select_only over their outputs (no generation again), against the better member's same n-best row
+(the issue's goal: at least as good as it). Each row: ROUGE-1/2/L
 F1 (x100), the difference in each to beam 4 of the same model (of the better member, for the ensemble) with a paired
 bootstrap 95% CI (sumlab.core.stats), generation samples/s, MBR selection ms per input (tokenizing apart), and how
 often MBR replaced the first candidate.
 
-    .venv/bin/python benchmarks/bench_mbr.py [--dev 200] [--candidates 16,32] [--real-model-dir DIR]
+    .venv/bin/python benchmarks/bench_mbr.py [--dev 200] [--candidates 16,32] [--sources beam,sampling]
     .venv/bin/python benchmarks/bench_mbr.py --dev 8 --candidates 4 --t5-model-dir DIR   # a quick check
 
-The last line reads ``mbr vs beam4 (real model): ROUGE-L +<d> (95% CI <lo>..<hi>), selection <ms> ms/input at
-N=32`` (MBR over 32 samples, the published setting, on model (b); ROUGE-L x100).
+The last line reads ``mbr vs beam4 (real model, <row>): ROUGE-L +<d> (95% CI <lo>..<hi>), selection <ms> ms/input at
+N=32`` on model (b), ROUGE-L x100: the row is MBR over the most samples (the published setting), or over the largest
+n-best with --sources beam; selection at N=32 from a 32-candidate row, or the (b)+(b') ensemble (16 + 16).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,8 +48,8 @@ T5_TRAIN = ["data=dialogsum", f"data.dir={DIALOGSUM}", "model.tiny.vocab_size=40
             "data.max_target_length=64", "data.max_eval_samples=64", "generation=greedy", "trainer.max_epochs=1",
             "test=false"]  # fmt: skip
 REAL_MODEL = "smollm2_135m_instruct"
+SECOND_SEED = 7  # (b'): (b)'s recipe with this seed
 KEYS = ("rouge1", "rouge2", "rougeL")
-HEADLINE = "mbr sampling 32"
 
 
 def find_real_run(output_dir: Path) -> Optional[Path]:
@@ -60,25 +66,44 @@ def find_real_run(output_dir: Path) -> Optional[Path]:
         named = (OmegaConf.select(cfg, "model.name"), OmegaConf.select(cfg, "data.name"))
         if status == "completed" and lora and (run / "export").is_dir() and named == (REAL_MODEL, "dialogsum"):
             limit = OmegaConf.select(cfg, "data.max_train_samples", default=None)  # null: every dialogue
-            found.append((float("inf") if limit is None else limit, run.stat().st_mtime, run))
-    return max(found)[2] if found else None
+            second = OmegaConf.select(cfg, "seed") == SECOND_SEED  # (b') itself is not (b)
+            found.append((float("inf") if limit is None else limit, not second, run.stat().st_mtime, run))
+    return max(found)[3] if found else None
 
 
-def rows_of(candidates: list[int]) -> dict[str, list[str]]:
+def second_run(real: Path) -> Path:
+    """(b'): bench_real's LoRA run on (b)'s train dialogues with seed 7, trained unless complete."""
+    import bench_real
+
+    limit = OmegaConf.select(OmegaConf.load(real / ".hydra" / "config.yaml"), "data.max_train_samples", default=None)
+    return bench_real.finetune(bench_real.TRAIN_DEFAULT if limit is None else int(limit), 16, SECOND_SEED)
+
+
+def rows_of(candidates: list[int], sources: list[str]) -> dict[str, list[str]]:
     """Row name -> predict.py overrides."""
     rows = {"beam4": ["decoding=beam", "generation=beam4"]}
     for n in candidates:
-        rows[f"mbr n-best {n}"] = ["decoding=mbr", f"decoding.candidates={n}"]
-        rows[f"mbr sampling {n}"] = ["decoding=mbr_sampling", f"decoding.candidates={n}"]
+        if "beam" in sources:
+            rows[f"mbr n-best {n}"] = ["decoding=mbr", f"decoding.candidates={n}"]
+        if "sampling" in sources:
+            rows[f"mbr sampling {n}"] = ["decoding=mbr_sampling", f"decoding.candidates={n}"]
     return rows
 
 
 def predict(overrides: list[str], out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """predict.py in this process: (metrics.json, predictions.jsonl rows)."""
+    """predict.py in this process: (metrics.json, predictions.jsonl rows). An output that completed with the same
+    overrides is reused: a stopped benchmark goes on from its first unfinished row."""
     from sumlab.predict import run
 
-    metrics = run(compose([*overrides, f"output.dir={out}", f"paths.run_dir={out}", "output.overwrite=true",
-                           "trainer.enable_progress_bar=false"]))  # fmt: skip
+    stamp = out / "bench_overrides.json"
+    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == overrides:
+        print(f"reusing {out}", flush=True)
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    else:
+        stamp.unlink(missing_ok=True)
+        metrics = run(compose([*overrides, f"output.dir={out}", f"paths.run_dir={out}", "output.overwrite=true",
+                               "trainer.enable_progress_bar=false"]))  # fmt: skip
+        stamp.write_text(json.dumps(overrides), encoding="utf-8")
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     return metrics, rows
 
@@ -120,11 +145,11 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
               f"{rest}", flush=True)  # fmt: skip
 
 
-def bench_model(label: str, model_dir: Path, common: list[str], candidates: list[int], work: Path,
+def bench_model(label: str, model_dir: Path, common: list[str], rows: dict[str, list[str]], work: Path,
                 batch_rows: int) -> tuple[list[dict[str, Any]], dict[str, Path]]:  # fmt: skip
-    """Every row on one model: (table rows, output directory per row)."""
+    """`rows` on one model: (table rows, output directory per row); differences are to the first row."""
     table, outs, base = [], {}, None
-    for name, overrides in rows_of(candidates).items():
+    for name, overrides in rows.items():
         n = max([int(o.split("=")[1]) for o in overrides if o.startswith("decoding.candidates=")] or [4])
         outs[name] = work / f"{label}-{name.replace(' ', '_')}"
         batch = max(1, min(16, batch_rows // n))  # rows per generate call stay about the same
@@ -136,26 +161,33 @@ def bench_model(label: str, model_dir: Path, common: list[str], candidates: list
 
 def bench_ensemble(models: dict[str, Path], outs: dict[str, dict[str, Path]], tables: dict[str, list],
                    common: list[str], n: int, work: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """The two models' n-best candidates pooled (select_only over both outputs), against the better member alone."""
+    """The models' n-best candidates pooled (select_only over their outputs), against the better member alone."""
     row_name = f"mbr n-best {n}"
     sources = ",".join(str(outs[label][row_name]) for label in models)
     model_list = ",".join(str(m) for m in models.values())
     metrics, rows = predict([*common, f"model_dir=[{model_list}]", "decoding=mbr", "decoding.select_only=true",
-                             f"decoding.candidates_from=[{sources}]"], work / "ensemble")  # fmt: skip
+                             f"decoding.candidates_from=[{sources}]"], work / "+".join(models))  # fmt: skip
     members = [{**next(r for r in tables[label] if r["name"] == row_name), "name": f"{label} {row_name}", "diff": None}
                for label in models]  # fmt: skip
     best = max(members, key=lambda r: r["means"]["rougeL"])
-    return [*members, measure(f"ensemble {row_name} x2", metrics, rows, best)]
+    return [*members, measure(f"ensemble {row_name} x{len(models)}", metrics, rows, best)]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dev", type=int, default=200, help="first N DialogSum dev dialogues")
     ap.add_argument("--candidates", default="16,32", help="MBR candidates per input, comma-separated")
+    ap.add_argument("--sources", default="beam,sampling", help="MBR candidate sources: beam (n-best), sampling")
     ap.add_argument("--t5-model-dir", default=None, help="(a): a DialogSum-trained run (default: trained or reused)")
     ap.add_argument("--real-model-dir", default=None, help="(b): the LoRA-fine-tuned SmolLM2 run (default: found)")
+    ap.add_argument("--second-model-dir", default=None, help="(b'): a second run like (b) (default: seed 7, trained "
+                    "or reused)")  # fmt: skip
     ap.add_argument("--batch-rows", type=int, default=64, help="sequences per generate call (batch_size x beams)")
     args = ap.parse_args()
+    sources = args.sources.split(",")
+    if not sources or set(sources) - {"beam", "sampling"}:
+        print(f"error: --sources={args.sources}: use beam, sampling or both", file=sys.stderr)
+        return 2
     if not (DIALOGSUM / "dev.jsonl").is_file():
         print(f"bench-mbr skipped: DialogSum is not at {DIALOGSUM} (../shared/data/dialogsum)")
         print("mbr vs beam4 (real model): skipped (no DialogSum data)")
@@ -163,39 +195,69 @@ def main() -> int:
     candidates = [int(c) for c in args.candidates.split(",")]
     common = ["data=dialogsum", f"data.dir={DIALOGSUM}", "data.split=validation",
               f"data.max_predict_samples={args.dev}"]  # fmt: skip
+    models = find_models(args)
+    print(f"{args.dev} DialogSum dev dialogues; models: " + ", ".join(f"{k} {v}" for k, v in models.items()) +
+          f"; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    rows = rows_of(candidates, sources)
+    first_nbest = f"mbr n-best {candidates[0]}"
+    member = {first_nbest: rows_of(candidates[:1], ["beam"])[first_nbest]}  # what the ensembles pool
+    rows_per_model = {"t5": {**rows, **member}, "smollm2": {**rows, **member}, "smollm2-b": member}
+    # each row's output, reused when complete (see predict)
+    work = Path(compose(["model_dir=x"]).paths.output_dir) / "bench_mbr" / f"dev{args.dev}"
+    tables, outs, ensembles = {}, {}, {}
+    for label, model_dir in models.items():
+        tables[label], outs[label] = bench_model(label, model_dir, common, rows_per_model[label], work,
+                                                 args.batch_rows)  # fmt: skip
+        print_table(f"{label}: {model_dir} (ROUGE F1 x100; differences to its {next(iter(rows_per_model[label]))})",
+                    tables[label])  # fmt: skip
+    for pair in (("smollm2", "smollm2-b"), ("t5", "smollm2")):
+        if all(label in models for label in pair):
+            table = bench_ensemble({label: models[label] for label in pair}, outs, tables, common, candidates[0],
+                                   work)  # fmt: skip
+            ensembles[pair] = table[-1]
+            print_table(f"ensemble of {' + '.join(pair)} (difference to the better member's {first_nbest})", table)
+    return headline(tables.get("smollm2"), ensembles.get(("smollm2", "smollm2-b")), candidates, sources)
+
+
+def find_models(args: argparse.Namespace) -> dict[str, Path]:
+    """(a), and (b) and (b') where there is a fine-tuned SmolLM2 run: label -> run directory."""
     output_dir = Path(compose(["model_dir=x"]).paths.output_dir)
     models = {"t5": Path(args.t5_model_dir) if args.t5_model_dir else default_model(T5_TRAIN)}
     real = Path(args.real_model_dir) if args.real_model_dir else find_real_run(output_dir)
     if real is None:
         print(f"part (b) skipped: no completed LoRA run of {REAL_MODEL} on DialogSum under {output_dir}: run "
               "`make bench-real` first, or pass --real-model-dir", flush=True)  # fmt: skip
-    else:
-        models["smollm2"] = real
-    print(f"{args.dev} DialogSum dev dialogues; models: " + ", ".join(f"{k} {v}" for k, v in models.items()) +
-          f"; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    tables, outs = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, model_dir in models.items():
-            tables[label], outs[label] = bench_model(label, model_dir, common, candidates, Path(tmp), args.batch_rows)
-            print_table(f"{label}: {model_dir} (ROUGE F1 x100; differences to its beam 4)", tables[label])
-        if len(models) == 2:
-            ensemble = bench_ensemble(models, outs, tables, common, candidates[0], Path(tmp))
-            print_table(f"ensemble of {' + '.join(models)} (difference to the better member's n-best {candidates[0]})",
-                        ensemble)  # fmt: skip
-    return headline(tables.get("smollm2"), candidates)
+        return models
+    models["smollm2"] = real
+    models["smollm2-b"] = Path(args.second_model_dir) if args.second_model_dir else second_run(real)
+    return models
 
 
-def headline(table: Optional[list[dict[str, Any]]], candidates: list[int]) -> int:
+def headline(table: Optional[list[dict[str, Any]]], ensemble: Optional[dict[str, Any]], candidates: list[int],
+             sources: list[str]) -> int:  # fmt: skip
+    """The goal lines and the last line (see the module docstring)."""
     n = max(candidates)
-    row = next((r for r in table or [] if r["name"] == f"mbr sampling {n}"), None)
+    name = f"mbr {'sampling' if 'sampling' in sources else 'n-best'} {n}"
+    row = next((r for r in table or [] if r["name"] == name), None)
     if row is None:
         print("mbr vs beam4 (real model): skipped (no fine-tuned SmolLM2 run: `make bench-real`, or --real-model-dir)")
         return 0
+    pooled = 2 * candidates[0]  # candidates per input of the two-run ensemble
+    at32 = [r["selection_ms"] for r in table if r["name"].endswith(" 32")]
+    at32 += [ensemble["selection_ms"]] if ensemble is not None and pooled == 32 else []
     d = row["diff"]["rougeL"]
+    wins = ", ".join(r["name"] for r in table[1:] if r["diff"]["rougeL"].low > 0)
     print(
-        f"mbr vs beam4 (real model): ROUGE-L {d.difference:+.2f} (95% CI {d.low:.2f}..{d.high:.2f}), "
-        f"selection {row['selection_ms']:.2f} ms/input at N={n}"
+        f"goal, MBR beats beam 4 on ROUGE-L with a CI above 0 (real model): {'met by ' + wins if wins else 'not met'}"
     )
+    if ensemble is not None:
+        e = ensemble["diff"]["rougeL"]
+        verdict = "met" if e.difference >= 0 else "not met"
+        print(f"goal, the two-run ensemble at least as good as its better member: {verdict} "
+              f"(ROUGE-L {e.difference:+.2f}, 95% CI {e.low:.2f}..{e.high:.2f})")  # fmt: skip
+    selection = f"{at32[0]:.2f} ms/input at N=32" if at32 else f"{row['selection_ms']:.2f} ms/input at N={n}"
+    print(f"mbr vs beam4 (real model, {name}): ROUGE-L {d.difference:+.2f} (95% CI {d.low:.2f}..{d.high:.2f}), "
+          f"selection {selection}")  # fmt: skip
     return 0
 
 

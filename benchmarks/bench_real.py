@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -89,26 +89,29 @@ def rouge_line(name: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     return scores
 
 
-def finetuned_run(args: argparse.Namespace) -> tuple[Path, bool]:
-    """The directory of the LoRA run on the first --train dialogues, and whether it completed."""
-    run_dir = output_root() / f"smollm2-lora-dialogsum-train{args.train}"
+def finetuned_run(train: int, seed: Optional[int] = None) -> tuple[Path, bool]:
+    """The directory of the LoRA run on the first `train` dialogues (`seed`: a run with that seed instead of the
+    config's), and whether it completed."""
+    run_dir = output_root() / f"smollm2-lora-dialogsum-train{train}{'' if seed is None else f'-seed{seed}'}"
     info = run_dir / "run.json"
     return run_dir, info.is_file() and json.loads(info.read_text()).get("status") == "completed"
 
 
-def finetune(args: argparse.Namespace) -> Path:
-    """The LoRA run on the first --train dialogues (one epoch), trained here unless complete; its directory."""
-    run_dir, complete = finetuned_run(args)
+def finetune(train: int, val: int, seed: Optional[int] = None) -> Path:
+    """The LoRA run on the first `train` dialogues (one epoch), trained here unless complete; its directory.
+    bench_mbr trains a second run with another `seed` for its ensemble."""
+    run_dir, complete = finetuned_run(train, seed)
     if complete:
         print(f"fine-tuned run: reusing {run_dir}", flush=True)
         return run_dir
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = [f"ckpt_path={last}"] if last.is_file() else []
     run_script("train.py", f"experiment={EXPERIMENT}", f"paths.data_dir={DATA.parent}",
-               f"data.max_train_samples={args.train}", f"data.max_eval_samples={args.val}", "test=false",
-               f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false", *resume)  # fmt: skip
+               f"data.max_train_samples={train}", f"data.max_eval_samples={val}", "test=false",
+               f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false", *resume,
+               *([] if seed is None else [f"seed={seed}"]))  # fmt: skip
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(f"fine-tuned: {args.train} dialogues, {metrics.get('global_step')} optimizer steps, "
+    print(f"fine-tuned: {train} dialogues, {metrics.get('global_step')} optimizer steps, "
           f"{metrics.get('train_tokens_per_second')} training tokens/s, {metrics.get('wall_seconds')} s "
           f"wall; run {run_dir}", flush=True)  # fmt: skip
     return run_dir
@@ -340,7 +343,7 @@ def main() -> int:
     zero = predict_once(WHEEL_GGUF, args.dev, root / f"zero-shot-dev{args.dev}") if "zero-shot" in sections else None
     if zero:
         rouge_line("zero-shot", zero)
-    run_dir = finetune(args) if "finetune" in sections else None
+    run_dir = finetune(args.train, args.val) if "finetune" in sections else None
     if run_dir is not None:
         tuned = predict_once(str(run_dir), args.dev, root / f"{run_dir.name}-dev{args.dev}")
         rouge_line("fine-tuned", tuned)
@@ -349,7 +352,9 @@ def main() -> int:
         last = difference(zero, tuned)
     if "train-speed" in sections:
         train_speed(args)
-    tuned_dir, complete = finetuned_run(args)  # the speed and memory rows run the fine-tuned model where there is one
+    tuned_dir, complete = finetuned_run(
+        args.train
+    )  # the speed and memory rows run the fine-tuned model where there is one
     model_dir = str(tuned_dir) if complete else WHEEL_GGUF
     if "predict-speed" in sections:
         predict_speed(args, model_dir)
