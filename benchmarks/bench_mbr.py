@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench_predict import compose, default_model  # this directory is on sys.path when the script runs
+from figures import machine
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +258,7 @@ def headline(table: Optional[list[dict[str, Any]]], ensemble: Optional[dict[str,
               f"(ROUGE-L {e.difference:+.2f}, 95% CI {e.low:.2f}..{e.high:.2f})")  # fmt: skip
     selection = f"{at32[0]:.2f} ms/input at N=32" if at32 else f"{row['selection_ms']:.2f} ms/input at N={n}"
     print(f"mbr vs beam4 (real model, {name}): ROUGE-L {d.difference:+.2f} (95% CI {d.low:.2f}..{d.high:.2f}), "
-          f"selection {selection}")  # fmt: skip
+          f"selection {selection}; {len(row['scores']['rougeL'])} dialogues, 1 run; {machine()}")  # fmt: skip
     return 0
 
 

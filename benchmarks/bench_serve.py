@@ -3,12 +3,15 @@
 
 Model: the offline default (a completed ``python train.py`` run under outputs/train, trained if there is none:
 bench_predict's ``default_model``). Dialogues: DialogSum test (../shared/data/dialogsum/test.jsonl) if present,
-else synthetic test dialogues. Each server (``python serve.py``, 127.0.0.1, a free port, the API alone, default
-generation: beams 4) is started in turn; its memory (PSS of its processes: main, workers, API process, LitServe's
-manager) is read once it is ready and again after the load. Each level runs ``clients`` clients, each sending one
-dialogue at a time, ``--requests-per-client`` each (bounded by ``--seconds`` per level). Every answer is checked
-against the summary its dialogue got alone (each dialogue sent once, one request at a time, to the batch-1 server
-before its levels): a request answered with another's summary, or not answered, is counted as wrong.
+else synthetic test dialogues. Both servers (``python serve.py``, 127.0.0.1, free ports, the API alone, default
+generation: beams 4, plus --server-args) run at once, an idle one waiting on its queue; their memory (PSS of their
+processes: main, workers, API process, LitServe's manager) is read once ready and again after the load. Each level
+runs ``clients`` clients, each sending one dialogue at a time, ``--requests-per-client`` each (bounded by
+``--seconds`` per level), on one server, then the other; --repeats passes over the levels, figures are medians
+with their ranges. Every answer is checked against the summary its dialogue got alone (each dialogue sent once,
+one request at a time, to the batch-1 server before any level): a request answered with another's summary, or not
+answered, is counted as wrong. Each level also reports, from the answers' ``timing``, the mean size of the batch a
+request ran in and that batch's engine time: what is left of the latency is queueing, HTTP and LitServe.
 
     .venv/bin/python benchmarks/bench_serve.py                     # the figures (the lead runs it on a quiet machine)
     .venv/bin/python benchmarks/bench_serve.py --dialogues 16 --requests-per-client 2 --seconds 30   # a smoke test
@@ -34,10 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from figures import machine, median_range  # this directory is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM_TEST = REPO.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
 LEVELS = (1, 4, 16)
+BATCHES = (1, 16)  # max_batch_size: one request per engine call, then dynamic batching
 START_TIMEOUT = 600
 
 
@@ -72,13 +77,13 @@ def pss_mib(root: int) -> float:
     return total / 1024
 
 
-def start(model_dir: Path, batch: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start(model_dir: Path, batch: int, log: Path, extra: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log, "w") as out:
         command = [sys.executable, "serve.py", f"model_dir={model_dir}", f"port={port}", "ui=false",
-                   f"max_batch_size={batch}"]  # fmt: skip
+                   f"max_batch_size={batch}", *extra.split()]  # fmt: skip
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
@@ -96,6 +101,7 @@ async def load(url: str, texts: list[str], clients: int, per_client: int, second
     """`clients` clients, each sending its dialogues one at a time; latencies and answers by dialogue index."""
     latencies: list[float] = []
     answers: list[tuple[int, str | None]] = []
+    batches: list[tuple[int, float]] = []  # (texts in the batch, its engine seconds) per answered request
     deadline = time.monotonic() + seconds
 
     async def client(c: int, http: httpx.AsyncClient) -> None:
@@ -106,7 +112,10 @@ async def load(url: str, texts: list[str], clients: int, per_client: int, second
             sent = time.perf_counter()
             try:
                 res = await http.post(f"{url}/v1/summarize", json={"text": texts[index]})
-                summary = res.json()["summary"] if res.status_code == 200 else None
+                body = res.json() if res.status_code == 200 else None
+                summary = body["summary"] if body else None
+                if body:
+                    batches.append((body["timing"]["batch_texts"], body["timing"]["generate_seconds"]))
             except httpx.HTTPError:
                 summary = None
             latencies.append(time.perf_counter() - sent)
@@ -118,7 +127,9 @@ async def load(url: str, texts: list[str], clients: int, per_client: int, second
     wall = time.perf_counter() - started
     ms = sorted(x * 1000 for x in latencies)
     return {"clients": clients, "requests": len(ms), "rps": len(ms) / wall, "p50": statistics.median(ms),
-            "p99": ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))], "answers": answers}  # fmt: skip
+            "p99": ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))], "answers": answers,
+            "batch": statistics.mean(b for b, _ in batches) if batches else 0.0,
+            "engine_ms": 1000 * statistics.mean(s for _, s in batches) if batches else 0.0}  # fmt: skip
 
 
 def solo(url: str, texts: list[str]) -> dict[int, str]:
@@ -127,27 +138,51 @@ def solo(url: str, texts: list[str]) -> dict[int, str]:
             for i, t in enumerate(texts)}  # fmt: skip
 
 
-def bench_server(args: argparse.Namespace, model_dir: Path, batch: int, texts: list[str],
-                 reference: dict[int, str] | None) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:  # fmt: skip
-    """One server at every level: (results by clients, the reference answers: `reference`, else taken here)."""
-    proc, url = start(model_dir, batch, Path(args.log_dir) / f"serve-batch{batch}.log")
-    try:
-        before = pss_mib(proc.pid)
-        print(f"max_batch_size={batch}: server memory {before:.0f} MiB once ready", flush=True)
-        reference = reference or solo(url, texts)
-        results: dict[int, dict[str, Any]] = {}
-        for clients in LEVELS:
-            r = asyncio.run(load(url, texts, clients, args.requests_per_client, args.seconds))
-            r["wrong"] = sum(s != reference[i] for i, s in r["answers"])  # None: not answered
-            results[clients] = r
-            print(f"  {clients:2d} clients: {r['rps']:7.2f} req/s, p50 {r['p50']:7.0f} ms, p99 {r['p99']:7.0f} ms, "
-                  f"{r['requests']} requests, {r['wrong']} wrong or lost", flush=True)  # fmt: skip
-        after = pss_mib(proc.pid)
-        print(f"  server memory after: {after:.0f} MiB ({after - before:+.0f})", flush=True)
-        return results, reference
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(120)
+def engine_alone(overrides: list[str], texts: list[str], repeats: int) -> dict[int, list[float]]:
+    """The most dynamic batching can gain before HTTP and queueing: the server's engine (serve.engine: the same
+    conversion, threads and default settings) in this process, texts/s over the dialogues in calls of 1 and of 16,
+    interleaved, after a warm-up call. Run with the servers stopped."""
+    from bench_predict import compose  # this directory is on sys.path when run as a script
+
+    from sumlab.serve.engine import Summarizer, prepare
+    from sumlab.serve.runner import cpu_threads
+
+    cfg = compose(overrides, config_name="serve")
+    spec = prepare(cfg)
+    engine = Summarizer(spec, "cpu", cpu_threads(cfg))
+    engine.summarize(texts[:16], spec.defaults)
+    rates: dict[int, list[float]] = {batch: [] for batch in BATCHES}
+    for _ in range(repeats):
+        for batch in BATCHES:
+            started = time.perf_counter()
+            for k in range(0, len(texts), batch):
+                engine.summarize(texts[k : k + batch], spec.defaults)
+            rates[batch].append(len(texts) / (time.perf_counter() - started))
+    return rates
+
+
+def run_level(url: str, texts: list[str], clients: int, args: argparse.Namespace, reference: dict[int, str]) -> dict:
+    r = asyncio.run(load(url, texts, clients, args.requests_per_client, args.seconds))
+    r["wrong"] = sum(s != reference[i] for i, s in r["answers"])  # None: not answered
+    return r
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the repeats of one server and level, with each figure's range."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "batch", "engine_ms")}
+    out["range"] = {k: (min(r[k] for r in runs), max(r[k] for r in runs)) for k in ("rps", "p50", "p99")}
+    out["requests"], out["wrong"] = sum(r["requests"] for r in runs), sum(r["wrong"] for r in runs)
+    return out
+
+
+def report(batch: int, results: dict[int, dict[str, Any]]) -> None:
+    print(f"max_batch_size={batch} (medians of the repeats; ranges in brackets)")
+    for clients, r in results.items():
+        rng = r["range"]
+        print(f"  {clients:2d} clients: {r['rps']:7.2f} req/s [{rng['rps'][0]:.1f}-{rng['rps'][1]:.1f}], p50 "
+              f"{r['p50']:5.0f} ms [{rng['p50'][0]:.0f}-{rng['p50'][1]:.0f}], p99 {r['p99']:5.0f} ms "
+              f"[{rng['p99'][0]:.0f}-{rng['p99'][1]:.0f}]; {r['requests']} requests, {r['wrong']} wrong or lost; "
+              f"batches of {r['batch']:.1f} texts, engine {r['engine_ms']:.0f} ms per batch", flush=True)  # fmt: skip
 
 
 def main() -> int:
@@ -156,6 +191,8 @@ def main() -> int:
     ap.add_argument("--dialogues", type=int, default=48, help="distinct dialogues the clients cycle through")
     ap.add_argument("--requests-per-client", type=int, default=12, help="requests each client sends per level")
     ap.add_argument("--seconds", type=float, default=120, help="time bound per level")
+    ap.add_argument("--repeats", type=int, default=3, help="passes over the levels, the two servers interleaved")
+    ap.add_argument("--server-args", default="", help="serve.py overrides for both servers, space-separated")
     ap.add_argument("--log-dir", default=None, help="where the servers' logs go (default: a temporary directory)")
     args = ap.parse_args()
     from bench_predict import default_model  # this directory is on sys.path when run as a script
@@ -169,17 +206,53 @@ def main() -> int:
     print(f"{len(texts)} dialogues from {source}, mean {statistics.mean(map(len, texts)):.0f} characters; model "
           f"{model_dir}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; logs in {args.log_dir}",
           flush=True)  # fmt: skip
-    single, reference = bench_server(args, model_dir, 1, texts, None)  # first: one request at a time is the truth
-    batched, _ = bench_server(args, model_dir, 16, texts, reference)
+    servers = {}
+    try:
+        for batch in BATCHES:  # both up at once (an idle server waits on its queue), so the passes interleave
+            servers[batch] = start(model_dir, batch, Path(args.log_dir) / f"serve-batch{batch}.log", args.server_args)
+        memory = {batch: [pss_mib(proc.pid)] for batch, (proc, _) in servers.items()}
+        reference = solo(servers[1][1], texts)  # one request at a time, the first thing asked: the truth
+        runs: dict[int, dict[int, list]] = {batch: {c: [] for c in LEVELS} for batch in BATCHES}
+        for repeat in range(args.repeats):
+            for clients in LEVELS:
+                for batch, (_, url) in servers.items():
+                    runs[batch][clients].append(run_level(url, texts, clients, args, reference))
+            print(f"pass {repeat + 1}/{args.repeats} done", flush=True)
+        for batch, (proc, _) in servers.items():
+            memory[batch].append(pss_mib(proc.pid))
+    finally:
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+    results = {batch: {c: summary(r) for c, r in levels.items()} for batch, levels in runs.items()}
+    for batch in BATCHES:
+        report(batch, results[batch])
+        print(f"  server memory: {memory[batch][0]:.0f} MiB once ready, {memory[batch][1]:.0f} MiB after the load")
+    rates = engine_alone([f"model_dir={model_dir}", *args.server_args.split()], texts, args.repeats)
+    one, many = (statistics.median(rates[b]) for b in BATCHES)
+    print(f"engine alone (no HTTP, no queue), texts/s: one per call {median_range(rates[1])}, 16 per call "
+          f"{median_range(rates[BATCHES[-1]])}: {many / one:.2f}x: what batching gains", flush=True)  # fmt: skip
+    return verdict(results, runs)
+
+
+def verdict(results: dict[int, dict[int, dict[str, Any]]], runs: dict[int, dict[int, list]]) -> int:
+    """The goal line and the last line (medians, then the repeats' ranges and the machine)."""
+
+    single, batched = results[1], results[BATCHES[-1]]
     top, base = batched[LEVELS[-1]], single[LEVELS[-1]]
     speedup = top["rps"] / base["rps"]
-    lost = sum(r["wrong"] for r in (*single.values(), *batched.values()))
+    lost = sum(r["wrong"] for levels in results.values() for r in levels.values())
     goal = speedup >= 2 and top["p99"] <= 4 * batched[1]["p50"] and lost == 0
     print(
         f"goal (>= 2x batch 1 at 16 clients, p99 <= 4x the 1-client p50, nothing lost): {'met' if goal else 'not met'}"
         f" ({speedup:.2f}x, p99 {top['p99']:.0f} ms vs 4 x {batched[1]['p50']:.0f} ms, {lost} wrong or lost)"
     )
-    print(f"serve: {top['rps']:.2f} req/s at 16 clients ({speedup:.2f}x batch 1), p99 {top['p99']:.0f} ms")
+    pairs = [a["rps"] / b["rps"] for a, b in zip(runs[BATCHES[-1]][LEVELS[-1]], runs[1][LEVELS[-1]], strict=True)]
+    (rps_low, rps_high), (p99_low, p99_high) = top["range"]["rps"], top["range"]["p99"]
+    spread = (f"{len(pairs)} repeats: req/s {rps_low:.1f}-{rps_high:.1f}, ratio {min(pairs):.2f}-{max(pairs):.2f}, "
+              f"p99 {p99_low:.0f}-{p99_high:.0f} ms")  # fmt: skip
+    print(f"serve: {top['rps']:.2f} req/s at 16 clients ({speedup:.2f}x batch 1), p99 {top['p99']:.0f} ms; {spread}; "
+          f"{machine()}")  # fmt: skip
     return 0
 
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -109,16 +110,22 @@ class EchoSummarizer:
         return [f"{settings['num_beams']}:{t}" for t in texts], 0.01
 
 
-@pytest.mark.parametrize("max_batch_size", [1, 8])
-def test_a_batch_runs_one_engine_call_per_settings_and_answers_each_request(max_batch_size: int) -> None:
+def echo_api(max_batch_size: int, batch_timeout: float = 0.0) -> Any:
+    """The worker side without a model: the engine is an EchoSummarizer."""
     from sumlab.serve.api import SummarizeAPI
     from sumlab.serve.engine import EngineSpec
 
     spec = EngineSpec(path="", compute_type="float32", device="cpu", tokenizer=None, family="seq2seq", prefix="",
                       separator="", chat=None, token_ids={}, defaults={}, max_source_length=512, engine_batch_size=32,
                       source="", conversion_seconds=0.0)  # fmt: skip
-    api = SummarizeAPI(spec, {}, 1, None, max_batch_size, 0.0)
+    api = SummarizeAPI(spec, {}, 1, None, max_batch_size, batch_timeout)
     api.summarizer = EchoSummarizer()
+    return api
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 8])
+def test_a_batch_runs_one_engine_call_per_settings_and_answers_each_request(max_batch_size: int) -> None:
+    api = echo_api(max_batch_size)
     beams = lambda n: {"num_beams": n, "max_new_tokens": 8}  # noqa: E731
     requests = [{"texts": ["a", "b"], "settings": beams(4)}, {"texts": ["c"], "settings": beams(1)},
                 {"texts": ["d"], "settings": beams(4)}]  # fmt: skip
@@ -130,6 +137,51 @@ def test_a_batch_runs_one_engine_call_per_settings_and_answers_each_request(max_
         assert sorted(api.summarizer.calls) == [(["a", "b", "d"], 4), (["c"], 1)]  # grouped, each with its settings
         assert {a["batch_texts"] for a in answers} == {4}
     assert [a["summaries"] for a in answers] == [["4:a", "4:b"], ["1:c"], ["4:d"]]
+
+
+def test_a_worker_takes_the_queued_requests_then_waits_batch_timeout_after_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve.api.CollectLoop on a plain queue (LitServe's is a Manager proxy with the same get/get_nowait)."""
+    import threading
+    from queue import Queue
+
+    from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+
+    from sumlab.serve import api as serve_api
+
+    monkeypatch.setattr(serve_api, "IDLE_WAKE", 0.05)
+    queue: Queue = Queue()
+    request = lambda uid, age=0.0: (0, uid, time.monotonic() - age, {"texts": [uid]})  # noqa: E731
+
+    def collect(max_batch_size: int, batch_timeout: float) -> tuple[list[str], list[str]]:
+        api = echo_api(max_batch_size, batch_timeout)
+        api.request_timeout = 60.0  # LitServer sets it
+        assert isinstance(api.loop, serve_api.CollectLoop)
+        payloads, late = api.loop.get_batch_requests(api, queue, None)
+        return [p[1] for p in payloads], [t[1] for t in late]
+
+    assert collect(4, 0.0) == ([], [])  # idle: back to LitServe's loop after IDLE_WAKE, nothing lost
+    for uid in "abcde":
+        queue.put(request(uid))
+    queue.put(request("old", age=61))
+    assert collect(4, 0.0) == (["a", "b", "c", "d"], [])  # what is queued, up to max_batch_size, in order
+    assert collect(4, 0.0) == (["e"], ["old"])  # a request past request_timeout is returned apart (504)
+    later = threading.Timer(1.0, queue.put, [request("late")])
+    later.start()
+    queue.put(request("f"))
+    assert collect(4, 0.0) == (["f"], [])  # batch_timeout 0: no wait for a request that is not queued yet
+    later.join()
+    queue.put(request("g"))
+    later = threading.Timer(0.1, queue.put, [request("h")])
+    later.start()
+    started = time.monotonic()
+    # batch_timeout 30 s: a request 0.1 s after the first joins its batch, which runs once full, not after 30 s
+    assert collect(3, 30.0) == (["late", "g", "h"], [])
+    assert time.monotonic() - started < 15
+    queue.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        collect(4, 0.0)
 
 
 # --- the API ---------------------------------------------------------------------------------------

@@ -140,7 +140,8 @@ def build_server(cfg: DictConfig, engine: Any, api_key: Optional[str]) -> Any:
     payload = limits["max_texts"] * limits["max_chars"] * 4 + 65536
     devices = OmegaConf.to_container(cfg.devices) if OmegaConf.is_config(cfg.devices) else cfg.devices  # a list
     server = ls.LitServer(api, accelerator=engine.device, devices=devices, timeout=float(cfg.request_timeout),
-                          workers_per_device=int(cfg.workers_per_device), max_payload_size=payload)  # fmt: skip
+                          workers_per_device=int(cfg.workers_per_device), max_payload_size=payload,
+                          fast_queue=bool(cfg.fast_queue))  # fmt: skip
     server.uvicorn_graceful_timeout = float(cfg.shutdown_timeout)  # LitServe's (30 s), no argument of its own
     return server
 
