@@ -196,15 +196,15 @@ def main() -> int:
     candidates = [int(c) for c in args.candidates.split(",")]
     common = ["data=dialogsum", f"data.dir={DIALOGSUM}", "data.split=validation",
               f"data.max_predict_samples={args.dev}"]  # fmt: skip
-    models = find_models(args)
+    output_dir = Path(compose(["model_dir=x"]).paths.output_dir)
+    models = find_models(args, output_dir)
     print(f"{args.dev} DialogSum dev dialogues; models: " + ", ".join(f"{k} {v}" for k, v in models.items()) +
           f"; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     rows = rows_of(candidates, sources)
     first_nbest = f"mbr n-best {candidates[0]}"
     member = {first_nbest: rows_of(candidates[:1], ["beam"])[first_nbest]}  # what the ensembles pool
     rows_per_model = {"t5": {**rows, **member}, "smollm2": {**rows, **member}, "smollm2-b": member}
-    # each row's output, reused when complete (see predict)
-    work = Path(compose(["model_dir=x"]).paths.output_dir) / "bench_mbr" / f"dev{args.dev}"
+    work = output_dir / "bench_mbr" / f"dev{args.dev}"  # each row's output, reused when complete (see predict)
     tables, outs, ensembles = {}, {}, {}
     for label, model_dir in models.items():
         tables[label], outs[label] = bench_model(label, model_dir, common, rows_per_model[label], work,
@@ -220,9 +220,8 @@ def main() -> int:
     return headline(tables.get("smollm2"), ensembles.get(("smollm2", "smollm2-b")), candidates, sources)
 
 
-def find_models(args: argparse.Namespace) -> dict[str, Path]:
-    """(a), and (b) and (b') where there is a fine-tuned SmolLM2 run: label -> run directory."""
-    output_dir = Path(compose(["model_dir=x"]).paths.output_dir)
+def find_models(args: argparse.Namespace, output_dir: Path) -> dict[str, Path]:
+    """(a), and (b) and (b') where there is a fine-tuned SmolLM2 run under `output_dir`: label -> run directory."""
     models = {"t5": Path(args.t5_model_dir) if args.t5_model_dir else default_model(T5_TRAIN)}
     real = Path(args.real_model_dir) if args.real_model_dir else find_real_run(output_dir)
     if real is None:

@@ -352,9 +352,8 @@ def main() -> int:
         last = difference(zero, tuned)
     if "train-speed" in sections:
         train_speed(args)
-    tuned_dir, complete = finetuned_run(
-        args.train
-    )  # the speed and memory rows run the fine-tuned model where there is one
+    # the speed and memory rows run the fine-tuned model where there is one
+    tuned_dir, complete = finetuned_run(args.train)
     model_dir = str(tuned_dir) if complete else WHEEL_GGUF
     if "predict-speed" in sections:
         predict_speed(args, model_dir)

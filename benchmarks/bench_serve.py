@@ -237,7 +237,6 @@ def main() -> int:
 
 def verdict(results: dict[int, dict[int, dict[str, Any]]], runs: dict[int, dict[int, list]]) -> int:
     """The goal line and the last line (medians, then the repeats' ranges and the machine)."""
-
     single, batched = results[1], results[BATCHES[-1]]
     top, base = batched[LEVELS[-1]], single[LEVELS[-1]]
     speedup = top["rps"] / base["rps"]
