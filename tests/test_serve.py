@@ -83,6 +83,8 @@ def test_serve_config_composes_with_defaults(tmp_path: Path) -> None:
         (["limits.num_beams=[4,1]"], "limits.num_beams"),
         (["model_dir=null", "ui=false"], "nothing to serve"),
         (["model_dir=/nonexistent/run"], "no such file or directory"),
+        (["batch_timeout=-1"], "batch_timeout=-1.0 must be >= 0"),
+        (["fast_queue=maybe"], "fast_queue=maybe"),
     ],
 )
 def test_bad_config_is_one_line(overrides: list[str], needle: str) -> None:
