@@ -11,7 +11,7 @@ recipe and dialogues with seed 7 (bench_real's, trained here unless complete, ab
 --second-model-dir: the member of comparable quality that an ensemble needs.
 
 Rows per model, on the first --dev dialogues of DialogSum dev (predict.py itself, in this process; each row's
-output under outputs/bench_mbr/dev<N>/, reused when complete, so a stopped benchmark goes on where it stopped): beam 4
+output under outputs/bench_mbr/dev<N>/, reused when complete, resumed from its shards when a stop cut it short): beam 4
 (decoding=beam, generation=beam4); MBR (ROUGE-L utility) over the n-best of 16 and 32 beams (decoding=mbr); MBR over
 16 and 32 nucleus samples (decoding=mbr_sampling, top_p 0.9); --sources beam keeps the n-best rows alone. (b') runs
 the n-best of the first --candidates only. Then two ensembles, (b)+(b') and (a)+(b): each member's n-best pooled per
@@ -93,20 +93,31 @@ def rows_of(candidates: list[int], sources: list[str]) -> dict[str, list[str]]:
 
 def predict(overrides: list[str], out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """predict.py in this process: (metrics.json, predictions.jsonl rows). An output that completed with the same
-    overrides is reused: a stopped benchmark goes on from its first unfinished row."""
+    overrides is reused, and one a stop cut short resumes from its shards (predict.py's own resume): a stopped
+    benchmark goes on where it stopped."""
     from sumlab.predict import run
 
-    stamp = out / "bench_overrides.json"
-    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == overrides:
-        print(f"reusing {out}", flush=True)
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    else:
+    stamp, pending = out / "bench_overrides.json", out / "bench_overrides.pending.json"
+    same = [p.is_file() and json.loads(p.read_text(encoding="utf-8")) == overrides for p in (stamp, pending)]
+    if same[1] and (out / "predictions.jsonl").is_file():  # stopped after predict.py finished, before the stamp
+        pending.replace(stamp)
+    elif not same[0]:
         stamp.unlink(missing_ok=True)
-        metrics = run(compose([*overrides, f"output.dir={out}", f"paths.run_dir={out}", "output.overwrite=true",
+        if not same[1]:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "predictions.jsonl").unlink(missing_ok=True)  # another run's: never taken for this one's
+            pending.write_text(json.dumps(overrides), encoding="utf-8")
+        overwrite = f"output.overwrite={str(not same[1]).lower()}"  # false: resume the shards of a stopped run
+        metrics = run(compose([*overrides, f"output.dir={out}", f"paths.run_dir={out}", overwrite,
                                "trainer.enable_progress_bar=false"]))  # fmt: skip
-        stamp.write_text(json.dumps(overrides), encoding="utf-8")
-    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    return metrics, rows
+        pending.replace(stamp)
+        return metrics, read_rows(out)
+    print(f"reusing {out}", flush=True)
+    return json.loads((out / "metrics.json").read_text(encoding="utf-8")), read_rows(out)
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def per_example(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -204,7 +215,7 @@ def main() -> int:
     first_nbest = f"mbr n-best {candidates[0]}"
     member = {first_nbest: rows_of(candidates[:1], ["beam"])[first_nbest]}  # what the ensembles pool
     rows_per_model = {"t5": {**rows, **member}, "smollm2": {**rows, **member}, "smollm2-b": member}
-    work = output_dir / "bench_mbr" / f"dev{args.dev}"  # each row's output, reused when complete (see predict)
+    work = output_dir / "bench_mbr" / f"dev{args.dev}"  # each row's output, reused or resumed (see predict)
     tables, outs, ensembles = {}, {}, {}
     for label, model_dir in models.items():
         tables[label], outs[label] = bench_model(label, model_dir, common, rows_per_model[label], work,
