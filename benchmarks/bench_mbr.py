@@ -29,7 +29,8 @@ run looked at: the way to confirm a row that was picked among several.
 
 The last line reads ``mbr vs beam4 (real model, <row>): ROUGE-L +<d> (95% CI <lo>..<hi>), selection <ms> ms/input at
 N=32`` on model (b), ROUGE-L x100: the row is MBR over the most samples (the published setting), or over the largest
-n-best with --sources beam; selection at N=32 from a 32-candidate row, or the (b)+(b') ensemble (16 + 16).
+n-best with --sources beam; selection at N=32 from the first row with 32 candidates per input (a pool of 16 + 16
+included).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def measure(name: str, metrics: dict[str, Any], rows: list[dict[str, Any]], base
 
     scores = per_example(rows)
     row = {"name": name, "scores": scores, "means": {k: sum(v) / len(v) for k, v in scores.items()},
-           "samples_per_second": metrics.get("samples_per_second"),
+           "samples_per_second": metrics.get("samples_per_second"), "candidates": metrics.get("candidates_per_input"),
            "selection_ms": metrics.get("selection_ms_per_input"), "tokenize_ms": metrics.get("tokenize_ms_per_input"),
            "changed": metrics.get("changed_share")}  # fmt: skip
     if base is not None:
@@ -188,7 +189,7 @@ def bench_pooled(label: str, model_dir: Path, common: list[str], table: list[dic
     parts = [f"mbr n-best {n}", f"mbr sampling {n}"]
     if not all(part in outs for part in parts):
         return None
-    name = f"mbr n-best+sampling {n}"
+    name = f"mbr n-best {n} + sampling {n}"
     out = work / f"{label}-{name.replace(' ', '_')}"
     metrics, rows = select_only(common, [model_dir], [outs[part] for part in parts], out)
     return measure(name, metrics, rows, table[0])
@@ -300,9 +301,7 @@ def headline(table: Optional[list[dict[str, Any]]], ensemble: Optional[dict[str,
     if row is None:
         print("mbr vs beam4 (real model): skipped (no fine-tuned SmolLM2 run: `make bench-real`, or --real-model-dir)")
         return 0
-    pooled = 2 * candidates[0]  # candidates per input of the two-run ensemble
-    at32 = [r["selection_ms"] for r in table if r["name"].endswith(" 32")]
-    at32 += [ensemble["selection_ms"]] if ensemble is not None and pooled == 32 else []
+    at32 = [r["selection_ms"] for r in [*table, ensemble] if r is not None and r["candidates"] == 32]
     d = row["diff"]["rougeL"]
     wins = ", ".join(r["name"] for r in table[1:] if r["diff"]["rougeL"].low > 0)
     tried = f" ({len(table) - 1} MBR rows, each its own test: not adjusted for multiple comparisons)"
