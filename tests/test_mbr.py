@@ -314,6 +314,26 @@ def test_ensemble_of_two_families_then_select_only(runs: tuple[Path, Path], tmp_
 
 
 @pytest.mark.slow
+def test_one_models_n_best_and_samples_pool_by_select_only(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """The pool bench-mbr measures (README's recipe): a model's n-best and its samples, generated apart, selected
+    together under the one model_dir that names them."""
+    t5, _ = runs
+    predict_here(tmp_path / "nbest", f"model_dir={t5}", "decoding=mbr", "decoding.candidates=3")
+    predict_here(tmp_path / "samples", f"model_dir={t5}", "decoding=mbr_sampling", "decoding.candidates=3")
+    pooled = tmp_path / "pooled"
+    metrics = predict_here(pooled, f"model_dir={t5}", "decoding=mbr", "decoding.select_only=true",
+                           f"decoding.candidates_from=[{tmp_path / 'nbest'},{tmp_path / 'samples'}]")  # fmt: skip
+    parts = [read_jsonl(tmp_path / part / "candidates.jsonl") for part in ("nbest", "samples")]
+    candidates, predictions = read_jsonl(pooled / "candidates.jsonl"), read_jsonl(pooled / "predictions.jsonl")
+    assert metrics["candidates_per_input"] == 6
+    assert_selected(candidates, predictions, 6)
+    for k, prediction in enumerate(predictions):
+        texts = [c["candidate"] for part in parts for c in part[k * 3 : (k + 1) * 3]]  # the n-best, then the samples
+        assert [c["candidate"] for c in candidates[k * 6 : (k + 1) * 6]] == texts
+        assert prediction["prediction"] == texts[mbr.select(texts).index]
+
+
+@pytest.mark.slow
 def test_select_only_refuses_missing_or_other_candidates(runs: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     t5, _ = runs
     out = tmp_path / "one"
