@@ -127,6 +127,8 @@ def test_decoding_presets_compose_and_validate(preset: str, tmp_path: Path) -> N
         (["decoding=mbr", "decoding.num_beams=4"], "decoding.num_beams=4 is below decoding.candidates=16"),
         (["decoding=mbr", "decoding.utility=bleu"], "decoding.utility=bleu"),
         (["decoding=mbr_sampling", "decoding.top_p=0"], "top_p must be in (0, 1]"),
+        (["decoding=mbr_both", "decoding.num_beams=4"], "decoding.num_beams=4 is below decoding.candidates=16"),
+        (["decoding=mbr_both", "decoding.temperature=0"], "temperature above 0"),
         (["decoding=mbr", "decoding.weights=[1,2]"], "one per model_dir entry"),
         (["decoding=mbr", "decoding.select_only=true"], "decoding.candidates_from"),
     ],
@@ -314,14 +316,16 @@ def test_ensemble_of_two_families_then_select_only(runs: tuple[Path, Path], tmp_
 
 
 @pytest.mark.slow
-def test_one_models_n_best_and_samples_pool_by_select_only(runs: tuple[Path, Path], tmp_path: Path) -> None:
-    """The pool bench-mbr measures (README's recipe): a model's n-best and its samples, generated apart, selected
-    together under the one model_dir that names them."""
+def test_one_models_n_best_and_samples_pool_in_one_run_or_by_select_only(runs: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    """decoding=mbr_both (source=both) pools a model's n-best and its samples; README's recipe does the same from
+    two outputs generated apart (backend hf: samples seeded per batch, so both runs draw the same ones)."""
     t5, _ = runs
-    predict_here(tmp_path / "nbest", f"model_dir={t5}", "decoding=mbr", "decoding.candidates=3")
-    predict_here(tmp_path / "samples", f"model_dir={t5}", "decoding=mbr_sampling", "decoding.candidates=3")
+    common = [f"model_dir={t5}", "decoding.candidates=3", "backend=hf"]
+    predict_here(tmp_path / "nbest", *common, "decoding=mbr")
+    predict_here(tmp_path / "samples", *common, "decoding=mbr_sampling")
     pooled = tmp_path / "pooled"
-    metrics = predict_here(pooled, f"model_dir={t5}", "decoding=mbr", "decoding.select_only=true",
+    metrics = predict_here(pooled, *common, "decoding=mbr", "decoding.select_only=true",
                            f"decoding.candidates_from=[{tmp_path / 'nbest'},{tmp_path / 'samples'}]")  # fmt: skip
     parts = [read_jsonl(tmp_path / part / "candidates.jsonl") for part in ("nbest", "samples")]
     candidates, predictions = read_jsonl(pooled / "candidates.jsonl"), read_jsonl(pooled / "predictions.jsonl")
@@ -331,6 +335,12 @@ def test_one_models_n_best_and_samples_pool_by_select_only(runs: tuple[Path, Pat
         texts = [c["candidate"] for part in parts for c in part[k * 3 : (k + 1) * 3]]  # the n-best, then the samples
         assert [c["candidate"] for c in candidates[k * 6 : (k + 1) * 6]] == texts
         assert prediction["prediction"] == texts[mbr.select(texts).index]
+
+    both = predict_here(tmp_path / "both", *common, "decoding=mbr_both")
+    assert read_jsonl(tmp_path / "both" / "predictions.jsonl") == predictions
+    assert without_scores(read_jsonl(tmp_path / "both" / "candidates.jsonl")) == without_scores(candidates)
+    assert [(m["model_dir"], m["source"]) for m in both["models"]] == [(str(t5), "beam"), (str(t5), "sampling")]
+    assert both["candidates_per_input"] == 6 and both["decoding"]["num_beams"] == 3
 
 
 @pytest.mark.slow

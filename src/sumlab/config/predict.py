@@ -10,7 +10,7 @@ from omegaconf import MISSING
 from sumlab.config.schema import DataConfig, GenerationConfig, PathsConfig, TrainerConfig
 
 OUTPUT_FORMATS = ("jsonl", "csv")
-CANDIDATE_SOURCES = ("beam", "sampling")
+CANDIDATE_SOURCES = ("beam", "sampling", "both")
 
 
 @dataclass
@@ -66,13 +66,14 @@ class DecodingConfig:
 
     # candidates per input and model; 1: the generation group's output (with one model: no selection at all)
     candidates: int = 1
-    # beam: the n-best of one beam search (generation.* as set, beams from num_beams); sampling: independent samples
+    # beam: the n-best of one beam search (generation.* as set, beams from num_beams); sampling: independent samples;
+    # both: the n-best and as many samples, pooled (2 x candidates per input and model; each generated in turn)
     source: str = "beam"
-    num_beams: Optional[int] = None  # source=beam: beam width, at least `candidates`; null: `candidates`
-    top_k: int = 0  # source=sampling: sample from the k likeliest tokens; 0: no top-k cut
-    top_p: float = 1.0  # source=sampling: nucleus, the smallest token set with this much probability
-    temperature: float = 1.0  # source=sampling: <1 sharper, >1 flatter
-    epsilon: float = 0.0  # source=sampling: drop tokens below this probability (epsilon sampling; backend hf only)
+    num_beams: Optional[int] = None  # source=beam/both: beam width, at least `candidates`; null: `candidates`
+    top_k: int = 0  # source=sampling/both: sample from the k likeliest tokens; 0: no top-k cut
+    top_p: float = 1.0  # source=sampling/both: nucleus, the smallest token set with this much probability
+    temperature: float = 1.0  # source=sampling/both: <1 sharper, >1 flatter
+    epsilon: float = 0.0  # source=sampling/both: drop tokens below this probability (epsilon sampling; backend hf only)
     utility: str = "rougeL"  # MBR utility: rouge1, rouge2, rougeL or rouge_combined F1 (metrics.tokenizer's words)
     weights: Optional[list[float]] = None  # one positive weight per model_dir entry (its candidates); null: equal
     select_only: bool = False  # no generation: select again from the candidates.jsonl of candidates_from

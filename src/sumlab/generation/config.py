@@ -50,16 +50,19 @@ def generation_config_from(gen: DictConfig, ids: dict[str, Any]) -> GenerationCo
     return GenerationConfig(**search, **{k: v for k, v in ids.items() if v is not None})
 
 
+SAMPLING_KEYS = ("top_k", "top_p", "temperature", "epsilon")
+
+
 def candidate_settings(decoding: Any) -> Optional[dict[str, Any]]:
     """The decoding keys that decide the candidates (the shard fingerprint covers them; utility and weights only
     decide the selection); None when each input gets the generation group's one output."""
     if decoding is None or decoding.candidates == 1:
         return None
-    keys = ("candidates", "source", "num_beams") if decoding.source == "beam" else (
-        "candidates", "source", "top_k", "top_p", "temperature", "epsilon")  # fmt: skip
-    settings = {k: decoding[k] for k in keys}
-    if decoding.source == "beam":
+    settings = {"candidates": decoding.candidates, "source": decoding.source}
+    if decoding.source in ("beam", "both"):
         settings["num_beams"] = decoding.num_beams or decoding.candidates
+    if decoding.source in ("sampling", "both"):
+        settings.update({k: decoding[k] for k in SAMPLING_KEYS})
     return settings
 
 
@@ -69,6 +72,8 @@ def build_candidate_config(gen: DictConfig, decoding: Any, model: Any) -> Genera
     settings = candidate_settings(decoding)
     if settings is None:
         return build_generation_config(gen, model)
+    if settings["source"] == "both":  # predict.mbr.stage_configs splits it into a beam and a sampling stage
+        raise ValueError("decoding.source=both has no single GenerationConfig: generate each source in turn")
     search = OmegaConf.to_container(gen, resolve=True)
     if settings["source"] == "beam":
         search.update(num_beams=settings["num_beams"], do_sample=False)

@@ -1,8 +1,9 @@
 """MBR decoding and ensembles in predict.py: each model's candidates in turn, then one selection over all of them.
 
 With decoding.candidates > 1, a list of model_dir, or decoding.select_only, the runner (runner.run_candidates)
-generates model by model: model k writes ``models/{k}/shards/rank{R}.jsonl`` through the usual shard machinery
-(its own fingerprint, resumable on its own, every id once over the ranks), one line per input::
+generates model by model (with decoding.source=both, a model's n-best, then its samples): stage k writes
+``models/{k}/shards/rank{R}.jsonl`` through the usual shard machinery (its own fingerprint, resumable on its own,
+every id once over the ranks), one line per input::
 
     {"id", "texts": [...], "scores": [...], "gen_len": [...]}
 
@@ -33,7 +34,7 @@ from sumlab.generation.selection import CANDIDATES, Pooled, Selector, candidate_
 from sumlab.predict import writer
 from sumlab.predict.module import PredictModule
 
-MODELS = "models"  # models/{k}/shards: model k's candidate shards
+MODELS = "models"  # models/{k}/shards: stage k's candidate shards (a model, or one source of a model's)
 
 
 def wanted(cfg: DictConfig) -> bool:
@@ -46,17 +47,22 @@ def stage_dir(out: Path, k: int) -> Path:
     return out / MODELS / str(k)
 
 
-def stage_configs(cfg: DictConfig, out: Path) -> list[DictConfig]:
-    """One predict config per model_dir entry: that model, writing its shards under models/{k}/ (never overwriting
-    there: :func:`check_output` cleared everything before the first model, on rank 0 only)."""
+def stage_configs(cfg: DictConfig, out: Path) -> list[tuple[str, DictConfig]]:
+    """(label, predict config) per model_dir entry, and per source with decoding.source=both (the n-best first,
+    then the samples, so a model's first candidate is still its first beam): that model and source, writing its
+    shards under models/{k}/ (never overwriting there: :func:`check_output` cleared everything before the first
+    stage, on rank 0 only)."""
+    sources = ["beam", "sampling"] if cfg.decoding.source == "both" else [cfg.decoding.source]
     stages = []
-    for k, model_dir in enumerate(listed(cfg.model_dir)):
-        stage = cfg.copy()
-        with open_dict(stage):
-            stage.model_dir = model_dir
-            stage.output.dir = str(stage_dir(out, k))
-            stage.output.overwrite = False
-        stages.append(stage)
+    for model_dir in listed(cfg.model_dir):
+        for source in sources:
+            stage = cfg.copy()
+            with open_dict(stage):
+                stage.model_dir = model_dir
+                stage.decoding.source = source
+                stage.output.dir = str(stage_dir(out, len(stages)))
+                stage.output.overwrite = False
+            stages.append((model_dir, stage))
     return stages
 
 
@@ -123,10 +129,11 @@ class StageInfo:
     info: dict[str, Any]
 
 
-def stage_info(label: str, out: Path, job: Any, module: PredictModule, devices: int) -> StageInfo:
+def stage_info(label: str, stage: DictConfig, job: Any, module: PredictModule, devices: int) -> StageInfo:
     stats, seconds = module.stats, module.seconds
-    return StageInfo(label, out, {
-        "model_dir": label, "model": job.loaded.source, "family": job.loaded.family, "backend": job.choice.backend,
+    return StageInfo(label, Path(stage.output.dir), {
+        "model_dir": label, "source": stage.decoding.source, "model": job.loaded.source, "family": job.loaded.family,
+        "backend": job.choice.backend,
         "backend_reason": job.choice.reason, "compute_type": job.choice.compute_type, "precision": job.precision,
         "devices": devices, "generated_now": stats["examples"], "resumed": len(job.rows) - stats["examples"],
         "generation_seconds": round(seconds, 3),

@@ -343,10 +343,10 @@ def run_candidates(cfg: DictConfig, is_zero: bool, started: float) -> dict[str, 
     if cfg.decoding.select_only:
         return select_again(cfg, out, is_zero, started) if is_zero else {}
     stages, scoring, examples = [], [], []
-    for label, stage in zip(mbr.labels(cfg), mbr.stage_configs(cfg, out), strict=True):
+    for label, stage in mbr.stage_configs(cfg, out):
         job = prepare(stage, is_zero)
         module, world_size = generate(stage, job, mbr.CandidateModule)
-        stages.append(mbr.stage_info(label, Path(stage.output.dir), job, module, world_size))
+        stages.append(mbr.stage_info(label, stage, job, module, world_size))
         scoring.append((job.rouge_tokenizer, job.rouge_remove))
         if is_zero and not examples:
             examples = job.rows.select_columns([c for c in EXAMPLE_COLUMNS if c in job.rows.column_names]).to_list()
