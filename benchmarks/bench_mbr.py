@@ -11,17 +11,17 @@ recipe and dialogues with seed 7 (bench_real's, trained here unless complete, ab
 --second-model-dir: the member of comparable quality that an ensemble needs.
 
 Rows per model, on the first --dev dialogues of DialogSum dev after --skip (predict.py itself, in this process; each
-row's output under outputs/bench_mbr/dev<N>/ or dev<K>-<K+N>/, reused when complete, resumed from its shards when a
-stop cut it short): beam 4 (decoding=beam, generation=beam4); MBR (ROUGE-L utility) over the n-best of 16 and 32
-beams (decoding=mbr); MBR over 16 and 32 nucleus samples (decoding=mbr_sampling, top_p 0.9); where both exist, MBR
-over the n-best and the samples of the same size pooled (2N per input, decoding.select_only over those two rows:
-nothing generated again); --sources beam keeps the n-best rows alone. (b') runs the n-best of the first
---candidates only. Then two ensembles, (b)+(b') and (a)+(b): each member's n-best pooled per input the same way,
-against the better member's same n-best row (the issue's goal: at least as good as it). Each row: ROUGE-1/2/L F1
-(x100), the difference in each to beam 4 of the same model (of the better member, for the ensemble) with a paired
-bootstrap 95% CI (sumlab.core.stats), generation samples/s, MBR selection ms per input (tokenizing apart), and how
-often MBR replaced the first candidate. --skip K with --models smollm2 measures (b) alone on dialogues no earlier
-run looked at: the way to confirm a row that was picked among several.
+row's output under outputs/bench_mbr/dev<N>/ or dev<K>-<K+N>/, reused when complete, resumed from its shards when a stop
+cut it short): beam 4 (decoding=beam, generation=beam4); MBR (ROUGE-L utility) over the n-best of 16 and 32 beams
+(decoding=mbr); MBR over 16 and 32 nucleus samples (decoding=mbr_sampling, top_p 0.9); where both exist, MBR over the
+n-best and the samples of the same size pooled (2N per input: what decoding=mbr_both generates in one run, here by
+decoding.select_only over those two rows, nothing generated again); --sources beam keeps the n-best rows alone. (b')
+runs the n-best of the first --candidates only. Then two ensembles, (b)+(b') and (a)+(b): each member's n-best pooled
+per input the same way, against the better member's same n-best row (the issue's goal: at least as good as it). Each
+row: ROUGE-1/2/L F1 (x100), the difference in each to beam 4 of the same model (of the better member, for the ensemble)
+with a paired bootstrap 95% CI (sumlab.core.stats), generation samples/s, MBR selection ms per input (tokenizing apart),
+and how often MBR replaced the first candidate. --skip K with --models smollm2 measures (b) alone on dialogues no
+earlier run looked at: the way to confirm a row that was picked among several.
 
     .venv/bin/python benchmarks/bench_mbr.py [--dev 200] [--candidates 16,32] [--sources beam,sampling]
     .venv/bin/python benchmarks/bench_mbr.py --skip 200 --dev 300 --models smollm2 --candidates 16   # confirm
