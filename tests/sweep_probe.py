@@ -1,7 +1,9 @@
-"""A test-only callback: every rank writes the hyperparameters it trains with (PYTHONPATH=tests)."""
+"""Test-only hooks for sweeps (PYTHONPATH=tests): a callback where every rank writes the hyperparameters it trains
+with, and a search-space hook that interrupts the worker between ask and tell."""
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -22,3 +24,10 @@ class RankProbe(L.Callback):
         path = Path(self.out_dir) / f"rank{trainer.global_rank}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(seen, default=str))
+
+
+def interrupt_second_ask(config: object, trial: object) -> None:
+    """A hydra.sweeper.custom_search_space hook: SIGINT to this worker while it asks for trial 1, between the study's
+    ask and tell (where Ctrl-C must not leave the trial RUNNING)."""
+    if trial.number == 1:
+        os.kill(os.getpid(), signal.SIGINT)

@@ -66,6 +66,16 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials() if t.state in FINISHED]
 
 
+def test_a_signal_between_ask_and_tell_leaves_no_trial_running(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    cmd = sweep_cmd(sweep_dir, "hydra.sweeper.custom_search_space=sweep_probe.interrupt_second_ask")
+    done = run(cmd, tmp_path)
+    assert done.returncode == 130 and "sweep interrupted: 1 of 4 trials finished" in done.stderr, done.stderr[-3000:]
+    trials = load(sweep_dir).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs["error"] == "interrupted (signal)"
+
+
 def test_interrupted_sweep_resumes_to_n_trials_and_writes_results(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     cmd = sweep_cmd(sweep_dir, n_trials=4)

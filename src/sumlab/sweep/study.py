@@ -74,6 +74,7 @@ class SweepLoop:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.arguments = list(arguments)
         self.interrupted = False
+        self.raise_on_signal = False  # only while no trial of this worker is between ask and tell (_on_signal)
 
     def run(self) -> None:
         with warnings.catch_warnings():
@@ -180,18 +181,27 @@ class SweepLoop:
                     signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        """Stop the running trials (or a wait) at once; anywhere else (asking, recording, writing) the loop stops at
+        its next check instead: a KeyboardInterrupt raised between `ask` and `tell` would leave a trial RUNNING."""
         self.interrupted = True
-        raise KeyboardInterrupt
+        if self.raise_on_signal:
+            raise KeyboardInterrupt
 
     def _run_trials(self, sweep: Sweep) -> None:
         consecutive_failures = 0
         while True:
+            if self.interrupted:
+                raise KeyboardInterrupt
             finished, running = count(sweep.study)
             if finished >= sweep.n_trials:
                 return
             if finished + len(running) >= sweep.n_trials:  # the rest are running elsewhere: wait for them
                 optuna.storages.fail_stale_trials(sweep.study)
-                time.sleep(self.conf.poll_seconds)
+                self.raise_on_signal = True
+                try:
+                    time.sleep(self.conf.poll_seconds)
+                finally:
+                    self.raise_on_signal = False
                 continue
             batch = self._ask(sweep)
             if not batch:
@@ -260,16 +270,21 @@ class SweepLoop:
 
     def _launch(self, batch: list[optuna.Trial], overrides: list[list[str]]) -> tuple[list, Optional[BaseException]]:
         """(the jobs' JobReturns, the exception that ended the launch instead, if one did)."""
+        if self.interrupted:  # a signal while the batch was asked for: its trials are recorded as interrupted
+            return [], None
         try:
             for trial in batch:
                 params = " ".join(f"{k}={format_value(v)}" for k, v in trial.params.items())
                 log.info(f"Trial {trial.number}: {params}")
+            self.raise_on_signal = True
             return list(self.launcher.launch(overrides, initial_job_idx=batch[0].number)), None
         except KeyboardInterrupt:
             self.interrupted = True
             return [], None
         except BaseException as ex:  # SystemExit from a refused config, or a launcher error
             return [], ex
+        finally:
+            self.raise_on_signal = False
 
     # --- recording a trial's outcome -----------------------------------------------------------------
     def _tell(self, sweep: Sweep, trial: optuna.Trial, trial_id: int, ret: Any, crash: Optional[BaseException],
