@@ -102,16 +102,16 @@ def predict(overrides: list[str], out: Path) -> tuple[dict[str, Any], list[dict[
     from sumlab.predict import run
 
     stamp, pending = out / "bench_overrides.json", out / "bench_overrides.pending.json"
-    same = [p.is_file() and json.loads(p.read_text(encoding="utf-8")) == overrides for p in (stamp, pending)]
-    if same[1] and (out / "predictions.jsonl").is_file():  # stopped after predict.py finished, before the stamp
+    done, started = (p.is_file() and json.loads(p.read_text(encoding="utf-8")) == overrides for p in (stamp, pending))
+    if started and (out / "predictions.jsonl").is_file():  # stopped after predict.py finished, before the stamp
         pending.replace(stamp)
-    elif not same[0]:
+    elif not done:
         stamp.unlink(missing_ok=True)
-        if not same[1]:
+        if not started:
             out.mkdir(parents=True, exist_ok=True)
             (out / "predictions.jsonl").unlink(missing_ok=True)  # another run's: never taken for this one's
             pending.write_text(json.dumps(overrides), encoding="utf-8")
-        overwrite = f"output.overwrite={str(not same[1]).lower()}"  # false: resume the shards of a stopped run
+        overwrite = f"output.overwrite={str(not started).lower()}"  # false: resume the shards of a stopped run
         metrics = run(compose([*overrides, f"output.dir={out}", f"paths.run_dir={out}", overwrite,
                                "trainer.enable_progress_bar=false"]))  # fmt: skip
         pending.replace(stamp)

@@ -13,6 +13,11 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 CANDIDATE_SOURCES = ("beam", "sampling", "both")
 
 
+def generated_sources(source: str) -> tuple[str, ...]:
+    """What decoding.source generates, in pool order: `both` is the n-best, then as many samples."""
+    return ("beam", "sampling") if source == "both" else (source,)
+
+
 @dataclass
 class PredictDataConfig(DataConfig):
     split: str = "test"  # which split to predict: train, validation or test (data=files: its *_file key)

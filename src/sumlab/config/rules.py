@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sumlab.config.predict import CANDIDATE_SOURCES
+from sumlab.config.predict import CANDIDATE_SOURCES, generated_sources
 from sumlab.config.schema import (
     DATA_SOURCES,
     QLORA_BIASES,
@@ -198,13 +198,13 @@ def check_decoding(decoding: Any, models: int) -> None:
         raise SumlabError(f"decoding.source={decoding.source} is unknown: use one of {list(CANDIDATE_SOURCES)}")
     if decoding.utility not in UTILITIES:
         raise SumlabError(f"decoding.utility={decoding.utility} is unknown: use one of {list(UTILITIES)}")
-    beams, samples = decoding.source in ("beam", "both"), decoding.source in ("sampling", "both")
-    if beams and decoding.num_beams is not None and decoding.num_beams < decoding.candidates:
+    sources = generated_sources(decoding.source)
+    if "beam" in sources and decoding.num_beams is not None and decoding.num_beams < decoding.candidates:
         raise SumlabError(
             f"decoding.num_beams={decoding.num_beams} is below decoding.candidates={decoding.candidates}: a beam "
             "search returns at most num_beams candidates; raise num_beams (or null: as many as candidates)"
         )
-    if samples:
+    if "sampling" in sources:
         if not 0.0 < decoding.top_p <= 1.0 or decoding.temperature <= 0 or decoding.top_k < 0:
             raise SumlabError(
                 f"decoding.top_p={decoding.top_p}, temperature={decoding.temperature}, top_k={decoding.top_k}: "

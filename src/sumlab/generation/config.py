@@ -11,6 +11,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from transformers import GenerationConfig
 
+from sumlab.config.predict import generated_sources
+
 # Token ids are the model's, not decoding choices: keep them from its config.
 TOKEN_IDS = (
     "bos_token_id",
@@ -59,9 +61,10 @@ def candidate_settings(decoding: Any) -> Optional[dict[str, Any]]:
     if decoding is None or decoding.candidates == 1:
         return None
     settings = {"candidates": decoding.candidates, "source": decoding.source}
-    if decoding.source in ("beam", "both"):
+    sources = generated_sources(decoding.source)
+    if "beam" in sources:
         settings["num_beams"] = decoding.num_beams or decoding.candidates
-    if decoding.source in ("sampling", "both"):
+    if "sampling" in sources:
         settings.update({k: decoding[k] for k in SAMPLING_KEYS})
     return settings
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sumlab.config.predict import listed
+from sumlab.config.predict import generated_sources, listed
 from sumlab.core.errors import SumlabError
 from sumlab.core.io import atomic_file, stable_hash
 from sumlab.generation.config import candidate_settings
@@ -52,10 +52,9 @@ def stage_configs(cfg: DictConfig, out: Path) -> list[tuple[str, DictConfig]]:
     then the samples, so a model's first candidate is still its first beam): that model and source, writing its
     shards under models/{k}/ (never overwriting there: :func:`check_output` cleared everything before the first
     stage, on rank 0 only)."""
-    sources = ["beam", "sampling"] if cfg.decoding.source == "both" else [cfg.decoding.source]
     stages = []
     for model_dir in listed(cfg.model_dir):
-        for source in sources:
+        for source in generated_sources(cfg.decoding.source):
             stage = cfg.copy()
             with open_dict(stage):
                 stage.model_dir = model_dir
